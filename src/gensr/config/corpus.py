@@ -1,0 +1,60 @@
+"""Params of the clean corpus (bundled TTS or a user directory) and of audio ingestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gensr.config.base import Block
+
+
+class IngestParams(Block):
+    """How user audio is admitted. Files outside these bounds are quarantined, not fatal."""
+
+    min_seconds: float = Field(gt=0, description="Shorter files are rejected.")
+    max_seconds: float = Field(gt=0, description="Longer files are split or rejected, per long_files.")
+    long_files: Literal["split", "reject"]
+    silence_dbfs: float = Field(lt=0, description="A file whose peak is below this level is 'all silent'.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_seconds <= self.min_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must exceed min_seconds ({self.min_seconds})")
+        return self
+
+
+class SplitParams(Block):
+    train: float = Field(gt=0, lt=1)
+    valid: float = Field(ge=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + valid + test must be 1.0, got {total}")
+        return self
+
+
+class CorpusParams(Block):
+    """`source: tts` synthesizes speech with the bundled eSpeak NG; `source: user` reads user_dir."""
+
+    source: Literal["tts", "user"]
+    n_utterances: int = Field(gt=0, description="TTS only: number of utterances to synthesize.")
+    voices: list[str] = Field(min_length=1, description="TTS only: eSpeak NG voice names, one speaker each.")
+    words_per_minute: int = Field(ge=80, le=450)
+    min_seconds: float = Field(gt=0)
+    max_seconds: float = Field(gt=0)
+    split: SplitParams
+    user_dir: Path | None = Field(description="source=user: root folder of the audio files.")
+    user_manifest: Path | None = Field(description="source=user: CSV or JSONL with path,text,speaker.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.max_seconds <= self.min_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must exceed min_seconds ({self.min_seconds})")
+        if self.source == "user" and (self.user_dir is None or self.user_manifest is None):
+            raise ValueError("source 'user' needs corpus.user_dir and corpus.user_manifest")
+        return self
