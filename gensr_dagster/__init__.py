@@ -1,0 +1,1 @@
+"""Dagster shell over gensr.stages: assets, checks and resources, no pipeline logic."""

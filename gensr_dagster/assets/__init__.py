@@ -1,0 +1,1 @@
+"""One module per pipeline area; definitions.py loads every asset and check found here."""
