@@ -86,5 +86,9 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     if audio.ndim != 1:
         raise ValueError(f"{path}: expected mono 1-D audio, got shape {audio.shape}")
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype="FLOAT", format="WAV")
+        with sf.SoundFile(str(tmp), "w", sample_rate, 1, subtype="FLOAT", format="WAV") as f:
+            # libsndfile's PEAK chunk stores the wall-clock time: turn it off so that the same
+            # audio always gives byte-identical files (SFC_SET_ADD_PEAK_CHUNK = 0x1050, SF_FALSE).
+            sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)
+            f.write(audio)
     return Path(path)
