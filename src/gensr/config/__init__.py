@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import ValidationError
 
+from gensr.config.align import DPOParams, EvaluateParams, PairsParams
 from gensr.config.base import Block
 from gensr.config.corpus import CorpusParams, IngestParams
 from gensr.config.degrade import DegradeParams
@@ -32,6 +33,9 @@ class Params(Block):
     ingest: IngestParams
     corpus: CorpusParams
     degrade: DegradeParams
+    pairs: PairsParams
+    dpo: DPOParams
+    evaluate: EvaluateParams
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:

@@ -1,0 +1,150 @@
+"""The pair rule: dominance in each metric's direction, margins, NaN never pairs, deterministic selection."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gensr.preference import MetricRule, dominance_matrix, dominates, select_pairs, violations
+from gensr.preference.pairs import build_pair_table, rules_for_strategy, strategy_slug
+from gensr.preference.stats import pair_stats
+
+RULES = [MetricRule("pesq", True, 0.05), MetricRule("wer", False, 0.0), MetricRule("spk", True, 0.01)]
+value = st.one_of(st.floats(-5, 5, allow_nan=False), st.just(float("nan")), st.sampled_from([0.0, 1.0]))
+
+
+@st.composite
+def candidate_tables(draw):
+    n_clips = draw(st.integers(1, 4))
+    rows = []
+    for c in range(n_clips):
+        for k in range(draw(st.integers(1, 5))):
+            rows.append({"clip_id": f"clip{c}", "cand_id": f"clip{c}__c{k}",
+                         **{r.name: draw(value) for r in RULES}})
+    return pd.DataFrame(rows)
+
+
+def _lookup(table):
+    return table.set_index("cand_id")[[r.name for r in RULES]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(candidate_tables(), st.integers(1, 4))
+def test_chosen_dominates_rejected_on_every_metric_beyond_margin(table, k):
+    pairs = select_pairs(table, RULES, k)
+    vals = _lookup(table)
+    for _, p in pairs.iterrows():
+        a, b = vals.loc[p.chosen_id], vals.loc[p.rejected_id]
+        for r in RULES:
+            assert not math.isnan(a[r.name]) and not math.isnan(b[r.name]), "NaN must never pair"
+            assert r.sign * (a[r.name] - b[r.name]) > r.margin
+        assert p.clip_id == p.chosen_id.split("__")[0] == p.rejected_id.split("__")[0]
+    assert (pairs.groupby("clip_id").size() <= k).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(candidate_tables())
+def test_every_dominating_pair_is_found_when_k_is_large(table):
+    pairs = select_pairs(table, RULES, 1000)
+    found = set(zip(pairs.chosen_id, pairs.rejected_id))
+    vals = _lookup(table)
+    for clip, g in table.groupby("clip_id"):
+        for a in g.cand_id:
+            for b in g.cand_id:
+                d = dominates(vals.loc[a].to_numpy(float), vals.loc[b].to_numpy(float), RULES)
+                assert d == ((a, b) in found)
+
+
+@settings(max_examples=100, deadline=None)
+@given(candidate_tables(), st.integers(1, 3), st.randoms(use_true_random=False))
+def test_selection_is_deterministic_and_independent_of_row_order(table, k, rnd):
+    first = select_pairs(table, RULES, k)
+    order = list(range(len(table)))
+    rnd.shuffle(order)
+    second = select_pairs(table.iloc[order].reset_index(drop=True), RULES, k)
+    pd.testing.assert_frame_equal(first, second)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=3, max_size=3), st.integers(0, 2))
+def test_nan_anywhere_never_pairs(vec, nan_at):
+    a = np.array(vec) + np.array([10.0, -10.0, 10.0])  # a is far better on every metric
+    b = np.array(vec)
+    assert dominates(a, b, RULES)
+    a_nan, b_nan = a.copy(), b.copy()
+    a_nan[nan_at] = np.nan
+    b_nan[nan_at] = np.nan
+    assert not dominates(a_nan, b, RULES)
+    assert not dominates(a, b_nan, RULES)
+
+
+def test_margin_and_direction_are_respected():
+    b = np.array([2.0, 0.30, 0.80])
+    assert dominates(np.array([2.06, 0.29, 0.82]), b, RULES)
+    assert not dominates(np.array([2.05, 0.29, 0.82]), b, RULES)  # pesq gain equals the margin
+    assert not dominates(np.array([2.5, 0.31, 0.9]), b, RULES)  # wer is lower-is-better
+    assert not dominates(b, b, RULES)  # ties never pair
+    dom = dominance_matrix(np.stack([b, b + [1, -1, 1]]), RULES)
+    assert dom.tolist() == [[False, False], [True, False]]
+
+
+def test_selection_keeps_the_largest_normalised_margin_first():
+    table = pd.DataFrame({
+        "clip_id": ["c"] * 3, "cand_id": ["c__0", "c__1", "c__2"],
+        "pesq": [1.0, 2.0, 3.0], "wer": [0.5, 0.4, 0.1], "spk": [0.5, 0.6, 0.9],
+    })
+    pairs = select_pairs(table, RULES, 2)
+    assert list(zip(pairs.chosen_id, pairs.rejected_id)) == [("c__2", "c__0"), ("c__2", "c__1")]
+    assert pairs.margin_norm.is_monotonic_decreasing and list(pairs["rank"]) == [0, 1]
+
+
+def _manifest_and_metrics():
+    rows, metrics = [], []
+    rng = np.random.default_rng(0)
+    for u, split in [("u0", "train"), ("u1", "train"), ("u2", "valid"), ("u3", "test")]:
+        for k in range(4):
+            cid = f"{u}__d0__c{k}"
+            rows.append({"cand_id": cid, "deg_id": f"{u}__d0", "utt_id": u, "paradigm": "mgm", "candidate": k,
+                         "seed": k, "path": f"wav/{cid}.wav", "clean_path": f"../clean/{u}.wav",
+                         "degraded_path": f"../deg/{u}.wav", "text": "t", "speaker": "s", "split": split})
+            metrics.append({"clip_id": cid, "pesq": 1 + k + rng.normal(0, .1), "wer": .5 - .1 * k, "spk": .5 + .1 * k})
+    return pd.DataFrame(rows), pd.DataFrame(metrics)
+
+
+@pytest.mark.parametrize("strategy", ["multi", "single:pesq", "gt_as_chosen"])
+def test_build_pair_table_strategies(strategy):
+    cands, wide = _manifest_and_metrics()
+    hib = {"pesq": True, "wer": False, "spk": True}
+    rules = rules_for_strategy(strategy, ["pesq", "wer", "spk"], hib, {"pesq": 0.05})
+    pairs = build_pair_table(cands, wide, strategy=strategy, rules=rules, max_pairs_per_clip=2, seed=1,
+                             heldout_fraction=0.0)
+    assert "u3" not in set(pairs.utt_id), "the test split must never pair"
+    assert set(pairs.role[pairs.utt_id == "u2"]) == {"heldout"}
+    assert len(pairs) == 6 and (pairs.groupby("deg_id").size() == 2).all()
+    assert {"chosen_pesq", "rejected_wer", "chosen_spk"} <= set(pairs.columns)
+    if strategy == "gt_as_chosen":
+        assert (pairs.chosen_path == pairs.clean_path).all()
+        assert set(pairs.rejected_id.str[-3:]) == {"_c0", "_c1"}  # the worst two
+    else:
+        assert violations(pairs, rules).empty
+    again = build_pair_table(cands.sample(frac=1, random_state=3), wide.sample(frac=1, random_state=4),
+                             strategy=strategy, rules=rules, max_pairs_per_clip=2, seed=1, heldout_fraction=0.0)
+    pd.testing.assert_frame_equal(pairs, again)
+    stats = pair_stats(pairs, n_clips=3, rules=rules)
+    assert stats["n_clips_with_pair"] == 3 and stats["pairs_per_clip_mean"] == 2.0
+
+
+def test_violations_flags_nan_and_wrong_direction():
+    pairs = pd.DataFrame({"chosen_pesq": [3.0, np.nan, 3.0], "rejected_pesq": [2.0, 2.0, 3.5]})
+    assert list(violations(pairs, [MetricRule("pesq", True)]).index) == [1, 2]
+
+
+def test_strategy_errors_name_the_metric():
+    with pytest.raises(KeyError, match="nosuch"):
+        rules_for_strategy("single:nosuch", ["pesq"], {"pesq": True}, {})
+    assert strategy_slug("single:pesq") == "single-pesq"
