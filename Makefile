@@ -35,8 +35,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+BENCH ?= all
+bench: $(STAMP)  ## make bench BENCH="metrics sampling dpo"
+	$(BIN)/python -m benchmarks $(BENCH)
 
 dagster: $(STAMP)
 	$(BIN)/dagster dev -h 127.0.0.1

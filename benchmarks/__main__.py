@@ -1,4 +1,4 @@
-"""Run benchmarks by name: `python -m benchmarks metrics sampling dpo` (no name: list them).
+"""Run benchmarks by name: `python -m benchmarks metrics sampling dpo`, or `all` (no name: list them).
 
 Each benchmark is a module `benchmarks/bench_<name>.py` exposing `main(argv: list[str]) -> None`.
 """
@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m benchmarks NAME [NAME ...] [--options passed to each]")
         print("available:", ", ".join(available()) or "(none)")
         return 0
+    if names == ["all"]:
+        names = available()
     for name in names:
         if name not in available():
             print(f"unknown benchmark '{name}'; available: {', '.join(available())}", file=sys.stderr)
