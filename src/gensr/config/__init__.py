@@ -17,6 +17,7 @@ from gensr.config.align import DPOParams, EvaluateParams, PairsParams
 from gensr.config.base import Block
 from gensr.config.corpus import CorpusParams, IngestParams
 from gensr.config.degrade import DegradeParams
+from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -33,6 +34,9 @@ class Params(Block):
     ingest: IngestParams
     corpus: CorpusParams
     degrade: DegradeParams
+    codec: SpectralCodecParams
+    restorers: RestorersParams
+    sample: SampleParams
     pairs: PairsParams
     dpo: DPOParams
     evaluate: EvaluateParams

@@ -1,0 +1,99 @@
+"""Masked generative (MGM) restorer: a bidirectional Transformer over codec tokens, MaskGIT style.
+
+Training masks a cosine-scheduled fraction of the K x frames tokens and predicts them from
+the unmasked ones and the degraded conditioning. Decoding starts fully masked and, over
+`steps` parallel iterations, samples every masked token and keeps the most confident ones
+(confidence = log-prob + annealed Gumbel noise), following the same cosine schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from gensr.models.blocks import Transformer
+from gensr.models.restorer import draw_padded, generators
+from gensr.models.token_restorer import TokenRestorer, sample_from_logits
+
+
+def cosine_mask_ratio(r: Tensor) -> Tensor:
+    return torch.cos(0.5 * math.pi * r)
+
+
+class MGMRestorer(TokenRestorer):
+    paradigm = "mgm"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        m = config["model"]
+        d, k, v = m["d_model"], self.n_codebooks, self.codebook_size
+        self.mask_id = v
+        self.token_embed = nn.ModuleList(nn.Embedding(v + 1, d) for _ in range(k))
+        self.transformer = Transformer(d, m["heads"], m["layers"], causal=False)
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, v)) for _ in range(k))
+
+    def logits(self, cond: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """cond [B, T, d], tokens [B, T, K] (mask_id where hidden) -> logits [B, T, K, V]."""
+        x = cond + sum(emb(tokens[..., i]) for i, emb in enumerate(self.token_embed))
+        hidden = self.transformer(x, mask)
+        return torch.stack([head(hidden) for head in self.heads], dim=2)
+
+    def _masked_log_probs(self, cond, codes, mask, hidden_tokens) -> Tensor:
+        tokens = codes.masked_fill(hidden_tokens, self.mask_id)
+        log_probs = torch.log_softmax(self.logits(cond, tokens, mask), dim=-1)
+        return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1) * hidden_tokens
+
+    def _draw_mask(self, ratio: Tensor, uniform: Tensor, mask: Tensor) -> Tensor:
+        """Hide tokens whose uniform < ratio; at least one valid token per row is hidden."""
+        valid = mask.unsqueeze(-1).expand_as(uniform)
+        u = uniform.masked_fill(~valid, 2.0)
+        hidden = (u < ratio[:, None, None]) & valid
+        first = u.flatten(1).argmin(1)
+        hidden.view(hidden.shape[0], -1)[torch.arange(hidden.shape[0]), first] = True
+        return hidden
+
+    def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None) -> Tensor:
+        cond, codes, mask = self.paired_inputs(degraded, clean, lengths)
+        ratio = cosine_mask_ratio(torch.rand(codes.shape[0], device=codes.device))
+        hidden = self._draw_mask(ratio, torch.rand(codes.shape, device=codes.device), mask)
+        token_lp = self._masked_log_probs(cond, codes, mask, hidden)
+        return -token_lp.sum() / hidden.sum()
+
+    def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor,
+                         lengths: Tensor | None = None) -> Tensor:
+        """Summed log-prob of the target's hidden tokens under a mask drawn from seeds[b]."""
+        cond, codes, mask = self.paired_inputs(degraded, target, lengths)
+        gens = generators(torch.as_tensor(seeds, dtype=torch.int64))
+        ratio = cosine_mask_ratio(torch.stack([torch.rand((), generator=g) for g in gens]))
+        uniform = draw_padded(gens, mask.sum(1), (self.n_codebooks,), mask.shape[1], kind="uniform")
+        hidden = self._draw_mask(ratio, uniform, mask)
+        return self._masked_log_probs(cond, codes, mask, hidden).sum(dim=(1, 2))
+
+    def generate(self, cond_log_mag: Tensor, mask: Tensor, gens: list[torch.Generator]) -> Tensor:
+        rows, frames = mask.shape
+        k = self.n_codebooks
+        steps = int(self.sampling["steps"])
+        temperature, top_k = float(self.sampling["temperature"]), int(self.sampling["top_k"])
+        gumbel_scale = float(self.sampling["confidence_noise"])
+        cond = self.condition(cond_log_mag, mask)
+        valid_frames = mask.sum(1)
+        uniforms = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
+        gumbel_u = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
+        valid = mask.unsqueeze(-1).expand(rows, frames, k)
+        n_valid = valid.flatten(1).sum(1)
+        tokens = torch.full((rows, frames, k), self.mask_id, dtype=torch.long).masked_fill(~valid, 0)
+        hidden = valid.clone()
+        for s in range(steps):
+            sampled, log_p = sample_from_logits(self.logits(cond, tokens, mask), uniforms[:, s], temperature, top_k)
+            gumbel = -torch.log(-torch.log(gumbel_u[:, s].clamp(1e-9, 1 - 1e-9)))
+            confidence = log_p + gumbel_scale * (1 - (s + 1) / steps) * gumbel
+            confidence = confidence.masked_fill(~hidden, float("inf"))  # fixed tokens never re-mask
+            still_hidden = torch.floor(n_valid * cosine_mask_ratio(torch.tensor((s + 1) / steps))).long()
+            rank = confidence.flatten(1).argsort(1).argsort(1).view(rows, frames, k)
+            next_hidden = (rank < still_hidden[:, None, None]) & hidden
+            reveal = hidden & ~next_hidden
+            tokens = torch.where(reveal, sampled, tokens)
+            hidden = next_hidden
+        return self.decode(tokens, mask)

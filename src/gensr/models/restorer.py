@@ -1,0 +1,161 @@
+"""The interface every generative restorer implements, plus seeding and checkpoints.
+
+A restorer maps degraded 16 kHz waveforms [B, T] to restored ones. The three paradigms
+(AR, MGM, FM) subclass `Restorer` and implement three things:
+
+- `sft_loss(degraded, clean)`: the supervised training objective (a scalar);
+- `restore(degraded, n_candidates, seeds)`: N candidates per clip in ONE batched call,
+  [B, N, T]; candidate j draws all its randomness from a generator seeded with seeds[j]
+  (or seeds[b, j] when a [B, N] tensor is given), so equal seeds give equal outputs;
+- `preference_score(degraded, target, seeds)`: a differentiable per-sample score [B] that
+  DPO compares between policy and reference; its randomness (mask, step, t, noise) comes
+  from seeds[b], so chosen/rejected and policy/reference can share it.
+
+Per-clip randomness is drawn with the clip's own length (from `lengths`), so a clip's output
+does not depend on the other clips in its batch. Checkpoints hold the config (plain types)
+and the state dict and load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gensr.models import features as feats
+from gensr.storage import atomic_path
+
+CHECKPOINT_FORMAT = "gensr-restorer/1"
+
+
+def row_seed(seed: int) -> int:
+    """Spread a user seed into a well-mixed 63-bit generator seed (nearby seeds -> unrelated streams)."""
+    return int(np.random.SeedSequence(int(seed) % (2**63)).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
+def candidate_seeds(seeds: Sequence[int] | Tensor, batch: int, n_candidates: int) -> Tensor:
+    """[B, N] int64 seeds: a length-N sequence is shared by every clip, a [B, N] tensor is per clip."""
+    s = torch.as_tensor(seeds, dtype=torch.int64)
+    if s.ndim == 1:
+        if s.numel() != n_candidates:
+            raise ValueError(f"restore: got {s.numel()} seeds for n_candidates={n_candidates}; pass one per candidate")
+        s = s.unsqueeze(0).expand(batch, n_candidates)
+    if tuple(s.shape) != (batch, n_candidates):
+        raise ValueError(f"restore: seeds must have shape [{n_candidates}] or [{batch}, {n_candidates}], got {tuple(s.shape)}")
+    return s
+
+
+def generators(seeds: Tensor) -> list[torch.Generator]:
+    """One CPU generator per seed (flattened in row-major order)."""
+    return [torch.Generator().manual_seed(row_seed(int(s))) for s in seeds.reshape(-1).tolist()]
+
+
+def draw_padded(gens: list[torch.Generator], valid_frames: Tensor, shape_after: tuple, frames: int,
+                kind: str = "normal", lead: tuple = ()) -> Tensor:
+    """Per-row random tensor [R, *lead, frames, *shape_after]; each row draws only its valid frames."""
+    out = torch.zeros(len(gens), *lead, frames, *shape_after)
+    for r, (g, n) in enumerate(zip(gens, valid_frames.tolist())):
+        size = (*lead, n, *shape_after)
+        draw = torch.randn(size, generator=g) if kind == "normal" else torch.rand(size, generator=g)
+        out[r, ..., :n, :] = draw
+    return out
+
+
+class Restorer(nn.Module):
+    """Abstract base: degraded waveform -> restored waveform candidates (see module doc)."""
+
+    paradigm: ClassVar[str] = ""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.stft_cfg = feats.StftConfig(**config["stft"])
+        # Sampling knobs (temperature, steps, ...) may be changed after training without retraining.
+        self.sampling = dict(config.get("sampling", {}))
+
+    # --- the protocol -------------------------------------------------------------------
+    def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def restore(self, degraded: Tensor, n_candidates: int, seeds: Sequence[int] | Tensor,
+                lengths: Tensor | None = None) -> Tensor:
+        """[B, T] -> [B, N, T]; samples beyond a clip's length (when `lengths` is given) are zero."""
+        b, t = degraded.shape
+        row_seeds = candidate_seeds(seeds, b, n_candidates)
+        prep = self.prepare(degraded, lengths)
+        rows = torch.arange(b).repeat_interleave(n_candidates)  # row r = clip r // N, candidate r % N
+        gens = generators(row_seeds)
+        mask = prep["mask"][rows]
+        log_mag = self.generate(prep["cond"][rows], mask, gens)
+        # silence after each clip's end so that padding never leaks into the overlap-add
+        log_mag = log_mag.masked_fill(~mask.unsqueeze(-1), float(np.log(self.stft_cfg.log_floor)))
+        wave = feats.to_waveform(log_mag, prep["phasor"][rows], t, self.stft_cfg)
+        if lengths is not None:
+            keep = torch.arange(t)[None, :] < lengths[rows].to(torch.long)[:, None]
+            wave = wave * keep
+        return wave.reshape(b, n_candidates, t)
+
+    def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor,
+                         lengths: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    # --- shared pieces -------------------------------------------------------------------
+    def generate(self, cond: Tensor, mask: Tensor, gens: list[torch.Generator]) -> Tensor:
+        """Rows of conditioning features -> restored log-magnitude [R, frames, bins]."""
+        raise NotImplementedError
+
+    def prepare(self, degraded: Tensor, lengths: Tensor | None) -> dict:
+        """Degraded log-magnitude (model input), phase reference and the frame validity mask."""
+        spec = feats.clipwise_stft(degraded, lengths, self.stft_cfg)
+        mask = feats.frame_mask(lengths, spec.shape[0], spec.shape[1], self.stft_cfg.hop, degraded.device)
+        return {
+            "cond": feats.log_magnitude(spec, self.stft_cfg),
+            "phasor": feats.phase_reference(degraded, self.stft_cfg, lengths),
+            "mask": mask,
+        }
+
+    def log_magnitude(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return feats.log_magnitude(feats.clipwise_stft(wave, lengths, self.stft_cfg), self.stft_cfg)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # --- checkpoints -------------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "paradigm": self.paradigm,
+            "config": {**self.config, "sampling": dict(self.sampling)},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+            "extra": extra or {},
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> "Restorer":
+        payload = read_checkpoint(path, map_location)
+        from gensr.models.registry import restorer_class
+
+        klass = restorer_class(payload["paradigm"])
+        if cls is not Restorer and not issubclass(klass, cls):
+            raise TypeError(f"{path}: holds a '{payload['paradigm']}' restorer, not a {cls.__name__}")
+        model = klass(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        return model
+
+
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (run `gensr train-base` / `gensr train-codec` first)")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a gensr restorer checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return payload

@@ -1,0 +1,71 @@
+"""Shared base of the two token paradigms (AR, MGM): a frozen codec plus a conditioning encoder.
+
+The codec turns clean speech into the token targets and decodes sampled tokens back to
+log-magnitude; the conditioning encoder reads the degraded log-magnitude (normalised with
+the codec's statistics), which is what makes a token model act as a restorer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gensr.models import features as feats
+from gensr.models.blocks import ConvStack
+from gensr.models.codec import SpectralCodec
+from gensr.models.restorer import Restorer
+
+
+class TokenRestorer(Restorer):
+    def __init__(self, config: dict):
+        super().__init__(config)
+        if config["codec"]["stft"] != config["stft"]:
+            raise ValueError("restorer and codec STFT settings differ; retrain the codec with restorers.features")
+        self.codec = SpectralCodec(config["codec"])
+        self.codec.requires_grad_(False)  # the codec is fixed: only the token model is trained or aligned
+        m = config["model"]
+        self.n_codebooks = self.codec.n_codebooks
+        self.codebook_size = self.codec.codebook_size
+        self.cond_encoder = ConvStack(self.stft_cfg.n_bins, m["d_model"], m["cond_layers"], m["cond_kernel"])
+
+    @classmethod
+    def from_codec(cls, codec: SpectralCodec, model: dict, sampling: dict) -> "TokenRestorer":
+        config = {"stft": codec.config["stft"], "codec": codec.config, "model": model, "sampling": sampling}
+        restorer = cls(config)
+        restorer.codec.load_state_dict(codec.state_dict())
+        return restorer
+
+    def condition(self, degraded_log_mag: Tensor, mask: Tensor) -> Tensor:
+        return self.cond_encoder(self.codec.norm(degraded_log_mag), mask)
+
+    def targets(self, wave: Tensor, mask: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Codec tokens of a (clean or candidate) waveform: [B, frames, K]."""
+        with torch.no_grad():
+            return self.codec.encode_log_mag(self.log_magnitude(wave, lengths), mask)
+
+    def paired_inputs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None):
+        """Conditioning features, target tokens and the frame mask for a (degraded, target) batch."""
+        deg_log_mag = self.log_magnitude(degraded, lengths)
+        mask = feats.frame_mask(lengths, deg_log_mag.shape[0], deg_log_mag.shape[1], self.stft_cfg.hop, degraded.device)
+        return self.condition(deg_log_mag, mask), self.targets(target, mask, lengths), mask
+
+    def decode(self, codes: Tensor, mask: Tensor) -> Tensor:
+        return self.codec.decode_codes(codes, mask)
+
+
+def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:
+    """Inverse-CDF sampling with pre-drawn uniforms, so each row's draw depends only on its seed.
+
+    logits [..., V], uniform [...] -> (token [...], log-prob of the token under the model [...]).
+    """
+    log_probs = torch.log_softmax(logits, dim=-1)
+    scaled = logits / max(temperature, 1e-5)
+    if 0 < top_k < logits.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    cdf = probs.cumsum(-1)
+    token = (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_max(logits.shape[-1] - 1)
+    # never pick a filtered-out token because of rounding at the top of the CDF
+    token = torch.where(probs.gather(-1, token.unsqueeze(-1)).squeeze(-1) > 0, token, probs.argmax(-1))
+    return token, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
