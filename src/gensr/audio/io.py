@@ -92,3 +92,20 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
             sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)
             f.write(audio)
     return Path(path)
+
+
+def write_wav_if_changed(path: str | Path, audio: np.ndarray, sample_rate: int) -> bool:
+    """Like write_wav, but keep an existing file that already holds exactly these samples.
+
+    Lets a rerun after a crash reuse finished files; returns True when it wrote.
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            old, old_sr = read_wav(path)
+            if old_sr == sample_rate and np.array_equal(old, np.asarray(audio, dtype=np.float32)):
+                return False
+        except Exception:  # damaged or foreign file: overwrite it
+            pass
+    write_wav(path, audio, sample_rate)
+    return True

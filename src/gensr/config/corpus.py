@@ -45,8 +45,11 @@ class CorpusParams(Block):
     n_utterances: int = Field(gt=0, description="TTS only: number of utterances to synthesize.")
     voices: list[str] = Field(min_length=1, description="TTS only: eSpeak NG voice names, one speaker each.")
     words_per_minute: int = Field(ge=80, le=450)
-    min_seconds: float = Field(gt=0)
+    min_seconds: float = Field(gt=0, description="TTS only: utterances outside [min, max] are re-drawn.")
     max_seconds: float = Field(gt=0)
+    trim_margin_seconds: float = Field(ge=0, description="TTS only: silence kept before and after the speech.")
+    trim_threshold_db: float = Field(lt=0, description="TTS only: samples this far below the peak count as silence.")
+    peak_dbfs: float = Field(le=0, description="TTS only: every utterance is scaled to this peak level.")
     split: SplitParams
     user_dir: Path | None = Field(description="source=user: root folder of the audio files.")
     user_manifest: Path | None = Field(description="source=user: CSV or JSONL with path,text,speaker.")
