@@ -1,0 +1,36 @@
+"""`gensr degrade`: the clean corpus -> degraded copies + manifest (dvc stage `degrade`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gensr.cli import ParamsOption, SetOption, app, load
+
+
+@app.command("degrade")
+def degrade_command(
+    clean: Optional[Path] = typer.Option(None, "--clean", help="Clean corpus dir [default: <paths.data>/clean]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir [default: <paths.data>/degraded]."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Degrade every clean utterance with the seeded mix of the `degrade` params block."""
+    from gensr.stages.degrade import build_degraded_corpus
+
+    cfg = load(params, set_)
+    clean = clean or cfg.paths.data / "clean"
+    out = out or cfg.paths.data / "degraded"
+    try:
+        summary = build_degraded_corpus(cfg, clean, out)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"degraded {summary['n_degraded']} clips ({summary['hours']:.2f} h) from {summary['n_clean']} clean "
+        f"into {out}; quarantined {summary['n_quarantined']}; {summary['seconds']:.1f} s"
+    )
+    for row in summary["mix"]:
+        typer.echo(f"  {row['type']:<12} {row['count']:>6}  {row['fraction']:6.1%}  {row['params']}")
