@@ -17,6 +17,7 @@ from gensr.config.align import DPOParams, EvaluateParams, PairsParams
 from gensr.config.base import Block
 from gensr.config.corpus import CorpusParams, IngestParams
 from gensr.config.degrade import DegradeParams
+from gensr.config.metrics import MetricsParams
 from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
 
@@ -34,6 +35,7 @@ class Params(Block):
     ingest: IngestParams
     corpus: CorpusParams
     degrade: DegradeParams
+    metrics: MetricsParams
     codec: SpectralCodecParams
     restorers: RestorersParams
     sample: SampleParams

@@ -1,0 +1,68 @@
+"""Params of the metric suite: which metrics run, their backends, and how the suite batches.
+
+`names` picks metrics from the registry (gensr.metrics.registry.METRIC_NAMES), like VERSA's
+metric list. The content and timbre blocks switch between the offline defaults (pocketsphinx,
+resemblyzer) and the paper-scale backends (whisper, ecapa) by params alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from gensr.config.base import Block
+
+
+class DnsmosParams(Block):
+    personalized: bool = Field(
+        description="Use the personalized DNSMOS model and its calibration (speechmos model_type='dnsmos_personalized')."
+    )
+    windows_per_run: int = Field(gt=0, description="9 s windows stacked into one onnxruntime call.")
+
+
+class MelDistanceParams(Block):
+    """Mean absolute difference of log-mel spectra (dB), candidate vs reference."""
+
+    n_fft: int = Field(gt=0)
+    hop: int = Field(gt=0)
+    n_mels: int = Field(gt=0)
+    floor_db: float = Field(lt=0, description="Log-mel floor relative to the reference's peak, so silence can't dominate.")
+
+
+class ContentParams(Block):
+    """Recognizer behind WER/CER."""
+
+    backend: Literal["pocketsphinx", "whisper"]
+    grammar: str | None = Field(
+        description="pocketsphinx: 'corpus_templates' (JSGF from gensr.corpus.templates), a path to a .jsgf file, "
+        "or null for the default en-us language model."
+    )
+    dither: float = Field(ge=0, description="Uniform noise amplitude added before decoding: digital silence breaks pocketsphinx.")
+    whisper_model: str = Field(description="whisper: model name (needs the download cache) or a local .pt checkpoint path.")
+    whisper_language: str
+
+
+class SpeakerParams(Block):
+    """Speaker embedder behind speaker_cosine."""
+
+    backend: Literal["resemblyzer", "ecapa"]
+    ecapa_source: str = Field(description="ecapa: a local folder with hyperparams.yaml + checkpoint, or a hub id.")
+    ecapa_savedir: Path = Field(description="ecapa: where speechbrain links/copies the model files.")
+
+
+class MetricsParams(Block):
+    names: list[str] = Field(min_length=1, description="Metrics to compute, from gensr.metrics.registry.METRIC_NAMES.")
+    min_seconds: float = Field(gt=0, description="Shorter candidates get NaN for every metric.")
+    silence_dbfs: float = Field(lt=0, description="Candidates whose peak is below this get NaN for every metric.")
+    workers: int = Field(ge=1, description="Worker processes; each loads the models once.")
+    shard_size: int = Field(gt=0, description="Clips per resumable shard.")
+    max_nan_rate: float = Field(ge=0, le=1, description="Asset check: highest tolerated NaN fraction per metric.")
+    score_inputs_split: Literal["train", "valid", "test"] = Field(
+        description="Split of the degraded corpus scored against clean by `gensr score-inputs`."
+    )
+    dnsmos: DnsmosParams
+    mel_distance: MelDistanceParams
+    content: ContentParams
+    speaker: SpeakerParams
