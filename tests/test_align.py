@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -50,3 +52,112 @@ def test_loss_gradient_reaches_policy_scores_only():
     assert pw.grad is not None and pl.grad is not None
     assert (pw.grad < 0).all() and (pl.grad > 0).all()  # raise chosen, lower rejected
     assert rw.grad is None and rl.grad is None
+
+
+# --- the Lightning module on the real restorers (tiny dims) --------------------------------------
+
+STFT = {"n_fft": 128, "hop": 64, "log_floor": 1e-4}
+
+
+def tiny_restorer(paradigm: str):
+    """A real restorer of each paradigm with tiny dims (random init; the codec gets random codebooks)."""
+    torch.manual_seed(0)
+    if paradigm == "fm":
+        from gensr.models.fm import FMRestorer
+
+        return FMRestorer.build(STFT, {"noise_scale": 0.5, "score_draws": 1, "hidden": 16, "layers": 2, "kernel": 3,
+                                       "time_dim": 8}, {"noise_factor": 1.0, "ode_steps": 2})
+    from gensr.models.codec import SpectralCodec
+    from gensr.models.registry import restorer_class
+
+    codec = SpectralCodec({"stft": STFT, "model": {"n_codebooks": 2, "codebook_size": 8, "hidden": 16, "layers": 1,
+                                                   "kernel": 3, "latent_dim": 4}})
+    codec.codebooks.copy_(torch.randn_like(codec.codebooks))
+    model = {"d_model": 16, "heads": 2, "layers": 1, "cond_layers": 1, "cond_kernel": 3}
+    sampling = {"temperature": 1.0, "top_k": 4, "steps": 2, "confidence_noise": 1.0}
+    return restorer_class(paradigm).from_codec(codec, model, sampling)
+
+
+def _pair_batch(b=3, t=1600):
+    g = torch.Generator().manual_seed(1)
+    return {"degraded": torch.randn(b, t, generator=g) * 0.1, "chosen": torch.randn(b, t, generator=g) * 0.1,
+            "rejected": torch.randn(b, t, generator=g) * 0.1, "seed": torch.arange(b, dtype=torch.int64) + 11}
+
+
+@pytest.mark.parametrize("paradigm", ["ar", "mgm", "fm"])
+def test_gradients_flow_into_the_policy_only_and_loss_starts_at_log2(paradigm):
+    import copy
+
+    from gensr.align.data import stacked_scores
+    from gensr.align.module import DPOModule
+
+    policy = tiny_restorer(paradigm)
+    reference = copy.deepcopy(policy)
+    mode = "live" if paradigm == "fm" else "cached"
+    module = DPOModule(policy, reference, paradigm=paradigm, beta=0.5, lr=1e-3, weight_decay=0.0, sft_weight=0.0,
+                       reference_mode=mode)
+    batch = _pair_batch()
+    if mode == "cached":
+        with torch.no_grad():
+            batch["ref_chosen"], batch["ref_rejected"] = stacked_scores(reference, batch["degraded"], batch["chosen"],
+                                                                         batch["rejected"], batch["seed"])
+    policy.eval()
+    loss, diag = module._step(batch, batch["seed"])
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-4)
+    loss.backward()
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    assert all(p.grad is None for p in reference.parameters())
+    assert not any(k.startswith("_reference") or "reference" in k for k in module.state_dict())
+    assert "policy" not in module.hparams and "reference" not in module.hparams
+
+
+def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25):
+    from gensr.audio.io import write_wav
+
+    rng = np.random.default_rng(0)
+    rows = []
+    t = np.arange(int(sr * seconds)) / sr
+    for i in range(n_pairs):
+        clean = 0.3 * np.sin(2 * np.pi * (200 + 30 * i) * t)
+        for kind, wave in (("degraded", clean + 0.2 * rng.standard_normal(len(t))),
+                           ("chosen", clean + 0.02 * rng.standard_normal(len(t))),
+                           ("rejected", clean + 0.1 * rng.standard_normal(len(t)))):
+            write_wav(tmp_path / "wav" / f"{kind}{i}.wav", wave.astype(np.float32), sr)
+        rows.append({"pair_id": f"p{i}", "deg_id": f"d{i}", "role": "heldout" if i >= n_pairs - 2 else "train",
+                     "degraded_path": f"wav/degraded{i}.wav", "chosen_path": f"wav/chosen{i}.wav",
+                     "rejected_path": f"wav/rejected{i}.wav", "seed": 100 + i})
+    pairs = pd.DataFrame(rows)
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    return pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paradigm", ["ar", "mgm", "fm"])
+def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, paradigm):
+    import copy
+
+    from gensr.align.train import DPOSettings, run_dpo
+    from gensr.models import Restorer
+
+    pairs = _write_pairs(tmp_path)
+    base = tiny_restorer(paradigm)
+    base_path = base.save(tmp_path / "base.pt")
+    settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,
+                           sft_weight=0.1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
+                           segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3)
+    policy, reference = Restorer.load(base_path), Restorer.load(base_path)
+    summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")
+    assert summary["n_train_pairs"] == 4 and summary["n_heldout_pairs"] == 2
+    assert summary["heldout_before"]["rewards/accuracies"] == 0.0  # policy == reference: zero margins
+    assert set(summary["heldout_after"]) >= {"rewards/accuracies", "rewards/margins", "loss"}
+    ckpt = torch.load(tmp_path / "out" / "dpo.ckpt", weights_only=False)
+    assert ckpt["state_dict"] and all(k.startswith("policy.") for k in ckpt["state_dict"])
+    assert "policy" not in ckpt["hyper_parameters"] and "reference" not in ckpt["hyper_parameters"]
+    aligned = Restorer.load(tmp_path / "out" / "restorer.pt")
+    changed = any(not torch.equal(a, b) for a, b in zip(aligned.state_dict().values(), base.state_dict().values()))
+    assert changed, "DPO must move the policy"
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), base.state_dict().values())), \
+        "the reference must stay frozen"
+    if paradigm != "fm":
+        assert (tmp_path / "out" / "reference_scores_train.parquet").exists()

@@ -14,19 +14,11 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from gensr.preference.rules import MetricRule, dominance_matrix
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    dimension: str
-    higher_is_better: bool
+from gensr.preference.suite import MetricInfo
 
 
 def _nanmean(x: np.ndarray, axis) -> np.ndarray:

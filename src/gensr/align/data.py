@@ -1,0 +1,97 @@
+"""Pair tensors for DPO: degraded input, chosen and rejected waveforms, the per-pair seed.
+
+Each pair is cropped to a fixed segment with an offset drawn from its own seed (the same crop
+for degraded/chosen/rejected, and the same crop every epoch), so cached reference scores stay
+valid. Clips shorter than the segment are zero-padded. Everything is loaded once: the demo pair
+sets are small, and loading in the training loop would cost more than the model on 2 cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from gensr.audio.io import read_wav
+
+
+def crop_or_pad(wave: np.ndarray, length: int, offset: int) -> np.ndarray:
+    if len(wave) >= length:
+        return wave[offset : offset + length]
+    return np.pad(wave, (0, length - len(wave)))
+
+
+class PairTensors(Dataset):
+    """All pairs of one role held as [P, T] float tensors (+ optional cached reference scores)."""
+
+    def __init__(self, pairs: pd.DataFrame, pairs_dir: str | Path, sample_rate: int, segment_seconds: float):
+        self.pairs = pairs.reset_index(drop=True)
+        pairs_dir = Path(pairs_dir)
+        length = int(round(segment_seconds * sample_rate))
+        deg, cho, rej = [], [], []
+        for row in tqdm(self.pairs.itertuples(), total=len(self.pairs), desc="load pairs", leave=False):
+            waves = {}
+            for kind in ("degraded", "chosen", "rejected"):
+                path = pairs_dir / getattr(row, f"{kind}_path")
+                wave, sr = read_wav(path)
+                if sr != sample_rate:
+                    raise ValueError(f"{path}: sample rate {sr} != audio.sample_rate {sample_rate}")
+                waves[kind] = wave
+            n = min(len(w) for w in waves.values())
+            offset = int(np.random.default_rng(int(row.seed)).integers(0, max(n - length, 0) + 1))
+            deg.append(crop_or_pad(waves["degraded"][:n], length, offset))
+            cho.append(crop_or_pad(waves["chosen"][:n], length, offset))
+            rej.append(crop_or_pad(waves["rejected"][:n], length, offset))
+        self.degraded = torch.from_numpy(np.stack(deg)) if deg else torch.zeros(0, length)
+        self.chosen = torch.from_numpy(np.stack(cho)) if cho else torch.zeros(0, length)
+        self.rejected = torch.from_numpy(np.stack(rej)) if rej else torch.zeros(0, length)
+        self.seeds = torch.tensor(self.pairs["seed"].to_numpy(np.int64)) if len(self.pairs) else torch.zeros(0, dtype=torch.int64)
+        self.ref_chosen: torch.Tensor | None = None
+        self.ref_rejected: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_reference_scores(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        if len(chosen) != len(self) or len(rejected) != len(self):
+            raise ValueError(f"reference scores for {len(chosen)} pairs, dataset has {len(self)}")
+        self.ref_chosen, self.ref_rejected = chosen.float(), rejected.float()
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"degraded": self.degraded[i], "chosen": self.chosen[i], "rejected": self.rejected[i],
+                "seed": self.seeds[i], "index": i}
+        if self.ref_chosen is not None:
+            item["ref_chosen"], item["ref_rejected"] = self.ref_chosen[i], self.ref_rejected[i]
+        return item
+
+
+@torch.no_grad()
+def score_pairs(model, data: PairTensors, batch_size: int, desc: str = "reference scores") -> tuple[torch.Tensor, torch.Tensor]:
+    """Preference scores of chosen and rejected under `model`, with each pair's own seed.
+
+    Chosen and rejected go through one call (stacked), exactly as in the training step, so a
+    model with batch-dependent randomness still sees the same seed for both sides.
+    """
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for start in tqdm(range(0, len(data), batch_size), desc=desc, leave=False):
+        sl = slice(start, start + batch_size)
+        c, r = stacked_scores(model, data.degraded[sl], data.chosen[sl], data.rejected[sl], data.seeds[sl])
+        chosen.append(c)
+        rejected.append(r)
+    model.train(was_training)
+    empty = torch.zeros(0)
+    return (torch.cat(chosen) if chosen else empty), (torch.cat(rejected) if rejected else empty)
+
+
+def stacked_scores(model, degraded, chosen, rejected, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+    """One preference_score call on [chosen; rejected] (2B clips), split back into two (B,) tensors."""
+    b = degraded.shape[0]
+    scores = model.preference_score(torch.cat([degraded, degraded]), torch.cat([chosen, rejected]),
+                                    torch.cat([seeds, seeds]))
+    return scores[:b], scores[b:]

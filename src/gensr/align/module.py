@@ -1,0 +1,87 @@
+"""Lightning DPO: a Restorer policy trained against a frozen copy of itself.
+
+The reference is held in a plain list, not registered as a submodule, so it is neither in the
+checkpoint's state_dict nor in hparams (save_hyperparameters ignores both models).
+- AR/MGM (`reference_mode="cached"`): the reference scores arrive with the batch, precomputed
+  once per pair with the pair's own seed (TRL's precompute_ref_log_probs).
+- FM (`reference_mode="live"`): the reference runs every step on the same t and noise as the
+  policy; seeds are re-drawn per step so every epoch sees fresh timesteps.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from gensr.align.data import stacked_scores
+from gensr.align.loss import dpo_loss
+
+SEED_MODULUS = 2**31 - 1
+
+
+class DPOModule(L.LightningModule):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module,
+        *,
+        paradigm: str,
+        beta: float,
+        lr: float,
+        weight_decay: float,
+        sft_weight: float,
+        reference_mode: str,
+    ):
+        super().__init__()
+        if reference_mode not in ("cached", "live"):
+            raise ValueError(f"reference_mode must be 'cached' or 'live', got {reference_mode!r}")
+        self.save_hyperparameters(ignore=["policy", "reference"])
+        self.policy = policy
+        reference.eval()
+        reference.requires_grad_(False)
+        self._reference = [reference]  # hidden from nn.Module registration on purpose
+
+    @property
+    def reference(self) -> torch.nn.Module:
+        return self._reference[0]
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Dropout would make policy and reference disagree at step 0; DPO trains the deterministic model.
+        self.policy.eval()
+
+    def _seeds(self, batch) -> torch.Tensor:
+        if self.hparams.reference_mode == "live" and self.training:
+            return (batch["seed"] + 7919 * self.global_step) % SEED_MODULUS
+        return batch["seed"]
+
+    def _step(self, batch, seeds) -> tuple[torch.Tensor, dict]:
+        deg, cho, rej = batch["degraded"], batch["chosen"], batch["rejected"]
+        pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds)
+        if self.hparams.reference_mode == "live":
+            with torch.no_grad():
+                rc, rr = stacked_scores(self.reference, deg, cho, rej, seeds)
+        else:
+            if "ref_chosen" not in batch:
+                raise RuntimeError("reference_mode 'cached' needs precomputed reference scores in the batch")
+            rc, rr = batch["ref_chosen"], batch["ref_rejected"]
+        nll = self.policy.sft_loss(deg, cho) if self.hparams.sft_weight > 0 else None
+        loss, diag = dpo_loss(pc, pr, rc, rr, self.hparams.beta, self.hparams.sft_weight, nll)
+        if nll is not None:
+            diag["sft_loss"] = nll.detach()
+        return loss, diag
+
+    def training_step(self, batch, batch_idx):
+        loss, diag = self._step(batch, self._seeds(batch))
+        bs = batch["degraded"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v for k, v in diag.items()}, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, diag = self._step(batch, batch["seed"])
+        bs = batch["degraded"].shape[0]
+        self.log("val/loss", loss, batch_size=bs)
+        self.log_dict({f"val/{k}": v for k, v in diag.items()}, batch_size=bs, prog_bar=False)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

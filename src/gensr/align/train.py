@@ -1,0 +1,179 @@
+"""One DPO run: reference scores (cached for AR/MGM), Lightning fit, held-out pair accuracy, artifacts.
+
+Outputs in `out_dir`: restorer.pt (the aligned policy, loadable with Restorer.load), dpo.ckpt
+(Lightning checkpoint: policy + optimizer, no reference), reference_scores.parquet (the cache)
+and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader
+
+from gensr.align.data import PairTensors, score_pairs
+from gensr.align.loss import dpo_loss
+from gensr.align.module import DPOModule
+from gensr.storage import file_sha256, write_json, write_parquet
+
+CACHED_PARADIGMS = ("ar", "mgm")  # their reference score needs no fresh randomness per step
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    paradigm: str
+    beta: float
+    lr: float
+    steps: int
+    batch_size: int
+    sft_weight: float
+    weight_decay: float
+    grad_clip: float
+    val_every_steps: int
+    ref_batch_size: int
+    segment_seconds: float
+    audio_examples: int
+    sample_rate: int
+    seed: int
+
+    @property
+    def reference_mode(self) -> str:
+        return "cached" if self.paradigm in CACHED_PARADIGMS else "live"
+
+
+def reference_cache(reference, data: PairTensors, settings: DPOSettings, cache_path: Path, key: dict) -> None:
+    """Attach reference scores to `data`, reusing `cache_path` when it was made under the same key."""
+    key_path = cache_path.with_suffix(".key.json")
+    ids = data.pairs["pair_id"].tolist()
+    if cache_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
+        cached = pd.read_parquet(cache_path).set_index("pair_id")
+        if set(ids) <= set(cached.index):
+            rows = cached.loc[ids]
+            data.set_reference_scores(torch.tensor(rows["ref_chosen"].to_numpy()), torch.tensor(rows["ref_rejected"].to_numpy()))
+            return
+    chosen, rejected = score_pairs(reference, data, settings.ref_batch_size)
+    data.set_reference_scores(chosen, rejected)
+    table = pa.table({"pair_id": pa.array(ids, pa.string()), "ref_chosen": pa.array(chosen.double().numpy()),
+                      "ref_rejected": pa.array(rejected.double().numpy())})
+    write_parquet(table, cache_path)
+    write_json(key, key_path)
+
+
+def pair_accuracy(policy, reference, data: PairTensors, settings: DPOSettings) -> dict:
+    """DPO diagnostics of `policy` on fixed-seed pairs (the held-out pair accuracy)."""
+    if len(data) == 0:
+        return {}
+    pc, pr = score_pairs(policy, data, settings.ref_batch_size, desc="policy scores")
+    if data.ref_chosen is not None:
+        rc, rr = data.ref_chosen, data.ref_rejected
+    else:
+        rc, rr = score_pairs(reference, data, settings.ref_batch_size)
+    loss, diag = dpo_loss(pc, pr, rc, rr, settings.beta)
+    out = {k: float(v) for k, v in diag.items()}
+    out["loss"] = float(loss)
+    out["reference_prefers_chosen"] = float((rc > rr).float().mean())  # the base model's own pair accuracy
+    out["n_pairs"] = len(data)
+    return out
+
+
+def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: DPOSettings, logger=None) -> DPOModule:
+    import lightning as L
+
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    module = DPOModule(policy, reference, paradigm=settings.paradigm, beta=settings.beta, lr=settings.lr,
+                       weight_decay=settings.weight_decay, sft_weight=settings.sft_weight,
+                       reference_mode=settings.reference_mode)
+    loader = DataLoader(train, batch_size=settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size,
+                        generator=torch.Generator().manual_seed(settings.seed))
+    val = DataLoader(heldout, batch_size=settings.ref_batch_size) if len(heldout) else None
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=settings.steps, logger=logger if logger is not None else False,
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        gradient_clip_val=settings.grad_clip, log_every_n_steps=max(1, min(5, settings.steps)),
+        check_val_every_n_epoch=None, val_check_interval=min(settings.val_every_steps, settings.steps),
+        limit_val_batches=1.0 if val is not None else 0, enable_progress_bar=True,
+    )
+    trainer.fit(module, loader, val)
+    module.trainer_ref = trainer  # kept for save_checkpoint; not an nn.Module attribute
+    return module
+
+
+def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_checkpoint: Path,
+            settings: DPOSettings, out_dir: Path, run=None, mlruns_dir: Path | None = None) -> dict:
+    """Train, save and (when `run` is an active MLflow run) log one DPO run; returns the summary."""
+    start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(pairs) == 0:
+        raise ValueError(f"{pairs_path}: no pairs to train on; loosen pairs.margins or sample more candidates")
+    pairs_dir = pairs_path.parent
+    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds)
+    heldout = PairTensors(pairs[pairs["role"] == "heldout"], pairs_dir, settings.sample_rate, settings.segment_seconds)
+    if len(train) == 0:
+        raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
+    if settings.reference_mode == "cached":
+        key = {"base_sha256": file_sha256(base_checkpoint), "pairs_sha256": file_sha256(pairs_path),
+               "segment_seconds": settings.segment_seconds, "sample_rate": settings.sample_rate}
+        for part, data in (("train", train), ("heldout", heldout)):
+            if len(data):
+                reference_cache(reference, data, settings, out_dir / f"reference_scores_{part}.parquet", key)
+    before = pair_accuracy(reference, reference, heldout, settings)
+    logger = None
+    if run is not None:
+        from gensr.tracking import lightning_logger
+
+        logger = lightning_logger(mlruns_dir, run)
+    module = fit(policy, reference, train, heldout, settings, logger)
+    policy.eval()
+    after = pair_accuracy(policy, reference, heldout, settings)
+    train_diag = {k: float(v) for k, v in module.trainer_ref.callback_metrics.items() if k.startswith("train/")}
+    module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt")
+    policy.save(out_dir / "restorer.pt", extra={"aligned_from": str(base_checkpoint), "pairs": str(pairs_path),
+                                                "pairs_sha256": file_sha256(pairs_path),
+                                                "dpo": settings.__dict__})
+    summary = {
+        "paradigm": settings.paradigm, "reference_mode": settings.reference_mode,
+        "n_train_pairs": len(train), "n_heldout_pairs": len(heldout), "settings": settings.__dict__,
+        "train_final": train_diag, "heldout_before": before, "heldout_after": after,
+        "seconds": round(time.time() - start, 1), "checkpoint": str(out_dir / "restorer.pt"),
+    }
+    if run is not None:
+        _log_run(run, summary, policy, reference, heldout if len(heldout) else train, settings)
+        summary["mlflow_run_id"] = run.info.run_id
+    write_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def _log_run(run, summary: dict, policy, reference, data: PairTensors, settings: DPOSettings) -> None:
+    import mlflow
+
+    from gensr.audio.io import write_wav
+
+    client = mlflow.tracking.MlflowClient()
+    rid = run.info.run_id
+    for k, v in summary["heldout_after"].items():
+        client.log_metric(rid, f"heldout/{k}", float(v), step=settings.steps)
+    for k, v in summary["heldout_before"].items():
+        client.log_metric(rid, f"heldout_before/{k}", float(v), step=0)
+    n = min(settings.audio_examples, len(data))
+    if not n:
+        return
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        deg, seeds = data.degraded[:n], data.seeds[:n]
+        before = reference.restore(deg, 1, seeds[:, None])[:, 0]
+        after = policy.restore(deg, 1, seeds[:, None])[:, 0]
+        for i in range(n):
+            pid = str(data.pairs["deg_id"].iloc[i])
+            for name, wave in (("degraded", deg[i]), ("base", before[i]), ("aligned", after[i]),
+                               ("chosen", data.chosen[i]), ("rejected", data.rejected[i])):
+                path = Path(tmp) / pid / f"{name}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_wav(path, wave.numpy(), settings.sample_rate)
+            client.log_artifacts(rid, str(Path(tmp) / pid), f"audio/{pid}")
