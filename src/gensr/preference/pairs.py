@@ -168,10 +168,12 @@ def metric_names(pairs: pd.DataFrame) -> list[str]:
 
 
 def violations(pairs: pd.DataFrame, rules: list[MetricRule]) -> pd.DataFrame:
-    """Pairs whose chosen does not dominate the rejected under `rules` (NaN counts as a violation)."""
-    bad = np.zeros(len(pairs), dtype=bool)
+    """Pairs whose chosen does not dominate the rejected under `rules` (rules.py; NaN is a violation)."""
+    ok = np.ones(len(pairs), dtype=bool)
+    strict = np.zeros(len(pairs), dtype=bool)
     for r in rules:
         adv = r.sign * (pairs[f"chosen_{r.name}"].to_numpy(np.float64) - pairs[f"rejected_{r.name}"].to_numpy(np.float64))
         with np.errstate(invalid="ignore"):
-            bad |= ~(adv > r.margin)
-    return pairs[bad]
+            ok &= adv >= r.margin
+            strict |= adv > 0
+    return pairs[~(ok & strict)]

@@ -1,15 +1,17 @@
 """The unanimous pair rule: Pareto dominance with per-metric margins, and the per-clip selection.
 
-A candidate `a` dominates `b` when, for every metric m, its advantage in m's direction
-    sign_m * (a_m - b_m) > margin_m
-(strict, so ties never pair). NaN on either side makes the comparison false, so NaN never
-votes and never pairs.
+A candidate `a` dominates `b` when its advantage in each metric's direction,
+    adv_m = sign_m * (a_m - b_m),
+satisfies adv_m >= margin_m for EVERY metric m and adv_m > 0 for at least one. With zero margins
+this is Pareto dominance: never worse, strictly better somewhere. "Not worse" rather than
+"strictly better" on every metric is what lets discrete metrics (WER/CER, often tied between
+candidates of one clip) take part; a positive margin demands a real advantage on that metric.
+NaN on either side makes the comparison false, so NaN never votes and never pairs.
 
 Selection per clip: every dominating (chosen, rejected) pair is scored by its *normalised
-margin*, the smallest advantage over the metrics after dividing each by that metric's std
-across all candidates of the table. The weakest metric is what makes a pair unanimous, so
-the pair whose weakest advantage is largest is the most trustworthy. The K highest pairs are
-kept; ties break on (chosen_id, rejected_id), so the result does not depend on row order.
+margin*, the mean advantage over the metrics after dividing each by that metric's std across
+all candidates of the table (so no metric's units dominate). The K highest pairs are kept; ties
+break on (chosen_id, rejected_id), so the result does not depend on row order.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def dominance_matrix(values: np.ndarray, rules: list[MetricRule]) -> np.ndarray:
     signed = signed_values(np.asarray(values, dtype=np.float64), rules)
     margins = np.array([r.margin for r in rules], dtype=np.float64)
     advantage = signed[:, None, :] - signed[None, :, :]  # [N, N, M]
+    if not len(rules):
+        return np.zeros(advantage.shape[:2], dtype=bool)
     with np.errstate(invalid="ignore"):
-        beats = advantage > margins  # NaN compares False
-    return beats.all(axis=-1) if len(rules) else np.zeros(advantage.shape[:2], dtype=bool)
+        # NaN compares False in both tests, so a NaN anywhere blocks the pair
+        return (advantage >= margins).all(axis=-1) & (advantage > 0).any(axis=-1)
 
 
 def dominates(a: np.ndarray, b: np.ndarray, rules: list[MetricRule]) -> bool:
@@ -89,7 +93,7 @@ def select_pairs(table: pd.DataFrame, rules: list[MetricRule], max_pairs_per_cli
         if len(chosen_idx) == 0:
             continue
         signed = signed_values(values, rules) / scale
-        norm = (signed[chosen_idx] - signed[rejected_idx]).min(axis=1)
+        norm = (signed[chosen_idx] - signed[rejected_idx]).mean(axis=1)
         found = pd.DataFrame(
             {"chosen_id": ids[chosen_idx], "rejected_id": ids[rejected_idx], "margin_norm": norm}
         ).sort_values(["margin_norm", "chosen_id", "rejected_id"], ascending=[False, True, True], kind="mergesort")
