@@ -56,7 +56,9 @@ def load_audio(
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad headers and non-audio
-        raise AudioRejected(path, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:300]) from None
+        # the file name, not its absolute path, so quarantine tables stay relocatable and reproducible
+        detail = str(err).replace(str(path), path.name).replace("\n", " ")
+        raise AudioRejected(path, f"unreadable: {type(err).__name__}: {detail}"[:300]) from None
     if data.shape[0] == 0:
         raise AudioRejected(path, "no_samples: header is valid but holds no audio")
     if not np.isfinite(data).all():
