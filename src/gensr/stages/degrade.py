@@ -129,17 +129,21 @@ def _read_clean_manifest(clean_dir: Path, sample_rate: int) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=4)
-def _clean_index(clean_dir: str, sample_rate: int, stamp: tuple) -> tuple[dict, dict]:
-    """Per process: utt_id -> clean row, and split -> babble pool (stamp = manifest mtime/size)."""
-    rows = _read_clean_manifest(Path(clean_dir), sample_rate)
-    by_split: dict[str, list[dict]] = {}
-    for r in rows:
-        by_split.setdefault(r["split"], []).append(r)
+def _clean_index(clean_dir: str, sample_rate: int, stamp: tuple, unusable: frozenset) -> tuple[dict, dict]:
+    """Per process: utt_id -> clean row, and split -> babble pool of the usable clips (stamp: manifest mtime/size)."""
+    rows = [r for r in _read_clean_manifest(Path(clean_dir), sample_rate) if r["utt_id"] not in unusable]
     pools = {}
-    for split, split_rows in by_split.items():
+    for split, split_rows in _by_split(rows).items():
         paths = {r["utt_id"]: Path(clean_dir) / r["path"] for r in split_rows}
         pools[split] = BabblePool({r["utt_id"]: r["speaker"] for r in split_rows}, lambda u, p=paths: read_wav(p[u])[0])
     return {r["utt_id"]: r for r in rows}, pools
+
+
+def _by_split(rows: list[dict]) -> dict[str, list[dict]]:
+    by_split: dict[str, list[dict]] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], []).append(r)
+    return by_split
 
 
 def _read_clean(path: Path, sample_rate: int) -> np.ndarray:
@@ -151,30 +155,50 @@ def _read_clean(path: Path, sample_rate: int) -> np.ndarray:
     return audio
 
 
-def degrade_shard(params_json: dict, clean_dir: str, out_dir: str, jobs: list[tuple[str, int]]):
-    """Degrade `jobs` [(utt_id, copy)] and write their WAVs; returns (manifest rows, quarantine rows)."""
+def _unusable_clean(rows: list[dict], clean_dir: Path, out_dir: Path, sample_rate: int) -> dict[str, dict]:
+    """Read every clean file once up front, so that a bad one is neither degraded nor mixed into babble."""
+    bad = {}
+    for r in tqdm(rows, desc="check clean", unit="clip", leave=False, disable=len(rows) < 1000):
+        try:
+            _read_clean(clean_dir / r["path"], sample_rate)
+        except Exception as err:  # a bad clean file is data, not a crash
+            rel = os.path.relpath(os.path.abspath(clean_dir / r["path"]), os.path.abspath(out_dir))
+            bad[r["utt_id"]] = {"path": rel, "reason": f"{type(err).__name__}: {err}"[:300]}
+    return bad
+
+
+def _check_babble_speakers(params: Params, rows: list[dict]) -> None:
+    noise = params.degrade.noise
+    if "babble" not in noise.kinds or noise.prob == 0 or "noise" not in params.degrade.order:
+        return
+    for split, split_rows in _by_split(rows).items():
+        if len({r["speaker"] for r in split_rows}) < 2:
+            raise ValueError(
+                f"babble noise mixes other speakers of the same split, but split '{split}' has one speaker; "
+                "remove 'babble' from degrade.noise.kinds or give every split at least two speakers"
+            )
+
+
+def degrade_shard(params_json: dict, clean_dir: str, out_dir: str, jobs: list[tuple[str, int]], unusable: frozenset):
+    """Degrade `jobs` [(utt_id, copy)] and write their WAVs; returns the manifest rows."""
     params = params_from_dict(params_json)
     sr = params.audio.sample_rate
     stat = (Path(clean_dir) / "manifest.parquet").stat()
-    clean_rows, pools = _clean_index(clean_dir, sr, (stat.st_mtime_ns, stat.st_size))
+    clean_rows, pools = _clean_index(clean_dir, sr, (stat.st_mtime_ns, stat.st_size), unusable)
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
-    rows, quarantined = [], []
+    rows = []
     for utt_id, copy in jobs:
         clean = clean_rows[utt_id]
         clean_path = clean_dir / clean["path"]
         rel_clean = os.path.relpath(os.path.abspath(clean_path), os.path.abspath(out_dir))
-        try:
-            audio = _read_clean(clean_path, sr)
-        except Exception as err:  # a bad clean file is data, not a crash
-            quarantined.append({"path": rel_clean, "reason": f"{type(err).__name__}: {err}"[:300]})
-            continue
+        audio = _read_clean(clean_path, sr)
         rng = clip_rng(params.seed, utt_id, copy)
         pool = pools[clean["split"]]
         degraded, applied = degrade(audio, sr, rng, params.degrade, speaker=clean["speaker"], babble_pool=pool)
         row = manifest_row(clean, copy, applied, len(degraded), params, rel_clean)
         write_wav(out_dir / row["path"], degraded, sr)
         rows.append(row)
-    return rows, quarantined
+    return rows
 
 
 # ---------------------------------------------------------------- the stage
@@ -201,8 +225,12 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     cfg = params.degrade
     clean_rows = _read_clean_manifest(clean_dir, params.audio.sample_rate)
-    quarantined = _user_folder_rejects(params, out_dir)
-    jobs = [(r["utt_id"], c) for r in clean_rows for c in range(cfg.copies)]
+    unusable = _unusable_clean(clean_rows, clean_dir, out_dir, params.audio.sample_rate)
+    usable_rows = [r for r in clean_rows if r["utt_id"] not in unusable]
+    _check_babble_speakers(params, usable_rows)
+    quarantined = _user_folder_rejects(params, out_dir) + list(unusable.values())
+
+    jobs = [(r["utt_id"], c) for r in usable_rows for c in range(cfg.copies)]
     shards = [jobs[i : i + cfg.shard_size] for i in range(0, len(jobs), cfg.shard_size)]
     shard_dir = out_dir / ".shards" / fingerprint(params, clean_dir / "manifest.parquet")
     if (out_dir / ".shards").is_dir():  # shards of other params can never be reused
@@ -216,36 +244,32 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     todo = [i for i in range(len(shards)) if not done_path(i).is_file()]
     params_json = params.model_dump(mode="json")
 
-    def finish(i: int, result) -> None:
-        rows, bad = result
-        write_parquet(pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA), shard_dir / f"{i:05d}.quarantine.parquet")
-        write_parquet(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), done_path(i))  # written last: marks done
+    def args(i: int) -> tuple:
+        return params_json, str(clean_dir), str(out_dir), shards[i], frozenset(unusable)
+
+    def finish(i: int, rows: list[dict]) -> None:
+        write_parquet(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), done_path(i))
+        bar.update(len(shards[i]))
 
     bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(shards[i]) for i in todo), desc="degrade",
                unit="clip", disable=not progress)
-
-    def args(i: int) -> tuple:
-        return params_json, str(clean_dir), str(out_dir), shards[i]
-
     if cfg.workers > 1 and len(todo) > 1:
         # spawn, not fork: the caller may be a threaded process (Dagster)
         with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(degrade_shard, *args(i)): i for i in todo}
             for fut in as_completed(futures):
                 finish(futures[fut], fut.result())
-                bar.update(len(shards[futures[fut]]))
     else:
         for i in todo:
             finish(i, degrade_shard(*args(i)))
-            bar.update(len(shards[i]))
     bar.close()
 
-    manifest = pa.concat_tables([pq.read_table(done_path(i)) for i in range(len(shards))]).sort_by("deg_id")
-    quarantine_tables = [pq.read_table(shard_dir / f"{i:05d}.quarantine.parquet") for i in range(len(shards))]
-    quarantine = pa.concat_tables([pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA), *quarantine_tables])
+    tables = [pq.read_table(done_path(i)) for i in range(len(shards))]
+    manifest = pa.concat_tables(tables).cast(MANIFEST_SCHEMA).sort_by("deg_id") if tables else MANIFEST_SCHEMA.empty_table()
+    quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
     quarantine = quarantine.sort_by([("path", "ascending"), ("reason", "ascending")])
-    write_parquet(manifest.cast(MANIFEST_SCHEMA), out_dir / "manifest.parquet")
-    write_parquet(quarantine.cast(QUARANTINE_SCHEMA), out_dir / "quarantine.parquet")
+    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_parquet(quarantine, out_dir / "quarantine.parquet")
     _remove_orphan_wavs(out_dir, set(manifest.column("path").to_pylist()))
     shutil.rmtree(out_dir / ".shards", ignore_errors=True)
     return summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
@@ -302,3 +326,34 @@ def summarize(manifest: pa.Table, n_quarantined: int, n_clean: int, seconds: flo
         "mix": degradation_mix(manifest),
         "seconds": round(seconds, 2),
     }
+
+
+# ---------------------------------------------------------------- checks (used by the Dagster asset checks and tests)
+
+
+def misaligned_clips(out_dir: str | Path) -> list[str]:
+    """deg_ids whose WAV is missing or differs in length or rate from its clean reference."""
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    bad = []
+    for row in pq.read_table(out_dir / "manifest.parquet", columns=["deg_id", "path", "clean_path"]).to_pylist():
+        try:
+            deg, clean = sf.info(str(out_dir / row["path"])), sf.info(str(out_dir / row["clean_path"]))
+        except (sf.LibsndfileError, RuntimeError):
+            bad.append(row["deg_id"])
+            continue
+        if deg.frames != clean.frames or deg.samplerate != clean.samplerate:
+            bad.append(row["deg_id"])
+    return bad
+
+
+def nonfinite_clips(out_dir: str | Path) -> list[str]:
+    """deg_ids whose degraded audio holds NaN or Inf samples."""
+    out_dir = Path(out_dir)
+    bad = []
+    for row in pq.read_table(out_dir / "manifest.parquet", columns=["deg_id", "path"]).to_pylist():
+        audio, _ = read_wav(out_dir / row["path"])
+        if not np.isfinite(audio).all():
+            bad.append(row["deg_id"])
+    return bad
