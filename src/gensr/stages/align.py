@@ -142,3 +142,53 @@ def export_pairs(params: Params, paradigm: str, strategy: str, out_dir: Path) ->
             "max_pairs_per_clip": stats["max_pairs_per_clip"], "data_hash": stats["pairs_sha256"][:16],
             "params": {"pairs": params.pairs.model_dump(mode="json"), "seed": params.seed}}
     return export_dataset(src / "pairs.parquet", out_dir, stats, info)
+
+
+# --- dpo ------------------------------------------------------------------------------------
+
+
+def dpo_settings(params: Params, paradigm: str):
+    from gensr.align.train import DPOSettings
+
+    hp, d = params.dpo.for_paradigm(paradigm), params.dpo
+    return DPOSettings(paradigm=paradigm, beta=hp.beta, lr=hp.lr, steps=hp.steps, batch_size=hp.batch_size,
+                       sft_weight=hp.sft_weight, weight_decay=d.weight_decay, grad_clip=d.grad_clip,
+                       val_every_steps=d.val_every_steps, ref_batch_size=d.ref_batch_size,
+                       segment_seconds=d.segment_seconds, audio_examples=d.audio_examples,
+                       sample_rate=params.audio.sample_rate, seed=params.seed)
+
+
+def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, track: bool = True,
+              dagster_run_id: str | None = None) -> dict:
+    """Align the base restorer of `paradigm` with DPO on the pairs of `strategy` (default dpo.strategy)."""
+    import torch
+
+    from gensr.models import load_restorer
+    from gensr.tracking import run_url, start_run
+
+    strategy = strategy or params.dpo.strategy
+    pairs_path = _need(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
+                       f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
+    base = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
+    threads = getattr(getattr(params, "restorers", None), "threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    pairs = pd.read_parquet(pairs_path)
+    policy, reference = load_restorer(base), load_restorer(base)
+    settings = dpo_settings(params, paradigm)
+    out_dir = aligned_dir(params, paradigm, strategy)
+    from gensr.align.train import run_dpo
+
+    if not track:
+        return run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir)
+    mlruns = Path(params.paths.mlruns)
+    log_params = {"paradigm": paradigm, "strategy": strategy, "base_checkpoint": str(base),
+                  "pairs_sha256": file_sha256(pairs_path), "n_pairs": len(pairs), **settings.__dict__,
+                  "pairs": params.pairs.model_dump(mode="json")}
+    tags = {"gensr.paradigm": paradigm, "gensr.strategy": strategy, "gensr.base_checkpoint": str(base)}
+    with start_run(mlruns, "dpo", f"dpo-{paradigm}-{strategy_slug(strategy)}", params=log_params, tags=tags,
+                   data_paths=(pairs_path,), dagster_run_id=dagster_run_id) as run:
+        summary = run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir, run=run, mlruns_dir=mlruns)
+        summary["mlflow_url"] = run_url(mlruns, run)
+    write_json(summary, out_dir / "summary.json")
+    return summary
