@@ -30,7 +30,7 @@ from gensr.preference.pairs import (
 )
 from gensr.preference.stats import pair_stats
 from gensr.preference.suite import metric_info
-from gensr.storage import file_sha256, write_json, write_parquet
+from gensr.storage import atomic_path, file_sha256, write_json, write_parquet
 
 # --- layout ---------------------------------------------------------------------------------
 
@@ -57,6 +57,11 @@ def aligned_dir(params: Params, paradigm: str, strategy: str) -> Path:
 
 def evaluation_dir(params: Params, paradigm: str) -> Path:
     return Path(params.paths.reports) / "evaluation" / paradigm
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _need(path: Path, what: str, fix: str) -> Path:
@@ -192,3 +197,112 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
         summary["mlflow_url"] = run_url(mlruns, run)
     write_json(summary, out_dir / "summary.json")
     return summary
+
+
+# --- evaluate -------------------------------------------------------------------------------
+
+
+def restore_and_score(params: Params, paradigm: str, checkpoint: Path, out_dir: Path) -> pd.DataFrame:
+    """Restore the test split with `checkpoint` into `out_dir` and score it: wide table, clip_id = deg_id."""
+    from gensr.metrics import to_wide
+    from gensr.metrics.suite import score_manifest
+    from gensr.stages.sample import restore_split
+
+    manifest = restore_split(params, paradigm, checkpoint, split="test", out_dir=out_dir,
+                             max_clips=params.evaluate.max_clips)
+    long = score_manifest(params, manifest, out_dir / "metrics.parquet")
+    return to_wide(long)
+
+
+def degraded_input_scores(params: Params) -> pd.DataFrame:
+    """Scores of the degraded test inputs against clean (the Table-1 'degraded input' row)."""
+    from gensr.metrics import to_wide
+    from gensr.metrics.suite import score_inputs
+
+    return to_wide(score_inputs(params, split="test"))
+
+
+def _wide(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.reset_index() if "clip_id" not in df.columns else df
+    return df.sort_values("clip_id", kind="mergesort").reset_index(drop=True)
+
+
+def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None) -> dict:
+    """Base vs aligned on the test split (never used for pairs); writes reports/evaluation/<paradigm>/."""
+    from gensr.evaluate.compare import compare
+    from gensr.evaluate.table import table_markdown
+
+    strategy = strategy or params.evaluate.strategy
+    out = evaluation_dir(params, paradigm)
+    base_ckpt = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
+    aligned_ckpt = _need(aligned_dir(params, paradigm, strategy) / "restorer.pt", "aligned checkpoint",
+                         f"run `gensr dpo --paradigm {paradigm} --strategy {strategy}`")
+    base = _wide(restore_and_score(params, paradigm, base_ckpt, out / "base"))
+    aligned = _wide(restore_and_score(params, paradigm, aligned_ckpt, out / strategy_slug(strategy)))
+    degraded = _wide(degraded_input_scores(params))
+    names = [c for c in base.columns if c != "clip_id" and c in aligned.columns]
+    if params.pairs.metrics is not None:
+        names = [n for n in names if n in params.pairs.metrics]
+    infos = metric_info(names)
+    res = compare(base, aligned, infos, n_bootstrap=params.evaluate.n_bootstrap,
+                  confidence=params.evaluate.confidence, seed=params.seed)
+    common = set(base["clip_id"]) & set(aligned["clip_id"])
+    deg = degraded[degraded["clip_id"].isin(common)]
+    res["degraded"] = {m.name: float(np.nanmean(deg[m.name])) if m.name in deg and len(deg) else float("nan")
+                       for m in infos}
+    res.update(paradigm=paradigm, strategy=strategy, base_checkpoint=str(base_ckpt), aligned_checkpoint=str(aligned_ckpt))
+    write_json(res, out / "evaluation.json")
+    md = table_markdown(res["degraded"], {paradigm: res}, infos, strategy, params.evaluate.confidence)
+    _write_text(out / "table.md", md)
+    _log_evaluation_to_dpo_run(params, paradigm, strategy, res, out / "table.md")
+    return {**res, "markdown": md}
+
+
+def _log_evaluation_to_dpo_run(params: Params, paradigm: str, strategy: str, res: dict, table_md: Path) -> None:
+    """The final evaluation lands in the DPO run it evaluates (one run per paradigm x strategy)."""
+    summary_path = aligned_dir(params, paradigm, strategy) / "summary.json"
+    run_id = json.loads(summary_path.read_text()).get("mlflow_run_id") if summary_path.exists() else None
+    if not run_id:
+        return
+    from gensr.tracking import configure
+
+    mlflow = configure(params.paths.mlruns)
+    client = mlflow.tracking.MlflowClient()
+    for name, v in res["metrics"].items():
+        for key in ("base", "aligned", "diff", "ci_low", "ci_high"):
+            if np.isfinite(v[key]):
+                client.log_metric(run_id, f"eval/{name}/{key}", v[key])
+    client.log_metric(run_id, "eval/win_rate", res["win_rate"])
+    client.log_metric(run_id, "eval/dimensions_improved", len(res["improved_dimensions"]))
+    client.log_metric(run_id, "eval/target_met", float(res["target_met"]))
+    client.log_artifact(run_id, str(table_md), "evaluation")
+
+
+def evaluation_table(params: Params) -> dict:
+    """reports/evaluation.json (dvc metrics) + reports/table1.{md,csv} + reports/evaluation_diffs.csv."""
+    from gensr.evaluate.table import diff_rows, table_markdown, table_rows
+    from gensr.preference.suite import MetricInfo
+
+    results = {}
+    for p in params.evaluate.paradigms:
+        path = _need(evaluation_dir(params, p) / "evaluation.json", "evaluation", f"run `gensr evaluate --paradigm {p}`")
+        results[p] = json.loads(path.read_text())
+    first = next(iter(results.values()))
+    infos = [MetricInfo(n, v["dimension"], v["higher_is_better"]) for n, v in first["metrics"].items()]
+    strategy = first["strategy"]
+    reports = Path(params.paths.reports)
+    md = table_markdown(first["degraded"], results, infos, strategy, params.evaluate.confidence)
+    _write_text(reports / "table1.md", md)
+    rows = table_rows(first["degraded"], results, infos, strategy)
+    write_parquet(pa.Table.from_pandas(rows, preserve_index=False), reports / "table1.parquet")
+    _write_text(reports / "table1.csv", rows.to_csv(index=False, float_format="%.6g"))
+    _write_text(reports / "evaluation_diffs.csv", diff_rows(results).to_csv(index=False, float_format="%.6g"))
+    metrics_json = {
+        p: {"win_rate": r["win_rate"], "loss_rate": r["loss_rate"], "target_met": r["target_met"],
+            "dimensions_improved": len(r["improved_dimensions"]), "n_significantly_worse": len(r["significantly_worse"]),
+            "metrics": {n: {k: v[k] for k in ("base", "aligned", "diff", "ci_low", "ci_high")}
+                        for n, v in r["metrics"].items()}}
+        for p, r in results.items()
+    }
+    write_json(metrics_json, reports / "evaluation.json")
+    return {"markdown": md, "results": results}
