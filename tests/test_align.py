@@ -161,3 +161,22 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
         "the reference must stay frozen"
     if paradigm != "fm":
         assert (tmp_path / "out" / "reference_scores_train.parquet").exists()
+
+
+def test_dagster_alignment_assets_are_partitioned_and_wired():
+    from gensr_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"preference_pairs", "aligned_checkpoints", "evaluation"} <= keys
+    import dagster as dg
+
+    parents = {name: {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}
+               for name in ("preference_pairs", "aligned_checkpoints", "evaluation")}
+    assert "metric_tables" in parents["preference_pairs"]
+    assert {"preference_pairs", "base_checkpoints"} <= parents["aligned_checkpoints"]
+    assert "aligned_checkpoints" in parents["evaluation"]
+    for name in ("preference_pairs", "aligned_checkpoints", "evaluation"):
+        assert graph.get(dg.AssetKey(name)).partitions_def.get_partition_keys() == ["ar", "mgm", "fm"]
+    checks = {c.name: c for c in graph.asset_check_keys}
+    assert {"pairs_chosen_dominates", "aligned_not_significantly_worse"} <= set(checks)

@@ -155,3 +155,33 @@ def test_strategy_errors_name_the_metric():
     with pytest.raises(KeyError, match="nosuch"):
         rules_for_strategy("single:nosuch", ["pesq"], {"pesq": True}, {})
     assert strategy_slug("single:pesq") == "single-pesq"
+
+
+def test_export_is_a_self_contained_dataset_folder(tmp_path):
+    from gensr.audio.io import write_wav
+    from gensr.preference.export import export_dataset
+    from gensr.preference.pairs import pair_table_to_arrow
+    from gensr.storage import write_parquet
+
+    cands, wide = _manifest_and_metrics()
+    src = tmp_path / "pairs" / "mgm" / "multi"
+    cands["path"] = "../../../cand/" + cands["path"]
+    cands["clean_path"] = "../../../clean/" + cands["utt_id"] + ".wav"
+    cands["degraded_path"] = "../../../deg/" + cands["deg_id"] + ".wav"
+    for rel in set(cands["path"]) | set(cands["clean_path"]) | set(cands["degraded_path"]):
+        write_wav(src / rel, np.zeros(160, np.float32), 16000)
+    rules = rules_for_strategy("multi", ["pesq", "wer", "spk"], {"pesq": True, "wer": False, "spk": True}, {})
+    pairs = build_pair_table(cands, wide, strategy="multi", rules=rules, max_pairs_per_clip=1, seed=0,
+                             heldout_fraction=0.0)
+    write_parquet(pair_table_to_arrow(pairs), src / "pairs.parquet")
+    stats = pair_stats(pairs, 3, rules)
+    out = tmp_path / "export"
+    summary = export_dataset(src / "pairs.parquet", out, stats, {"paradigm": "mgm", "strategy": "multi"})
+    assert summary["n_pairs"] == 3
+    exported = pd.read_parquet(out / "pairs.parquet")
+    for col in ("chosen_path", "rejected_path", "degraded_path", "clean_path"):
+        assert all((out / p).is_file() and not p.startswith("..") for p in exported[col])
+    card = (out / "README.md").read_text()
+    assert "unanimous" in card and "pairs.parquet" in card
+    pd.testing.assert_frame_equal(exported.drop(columns=[c for c in exported if c.endswith("_path")]),
+                                  pairs.drop(columns=[c for c in pairs if c.endswith("_path")]))
