@@ -446,3 +446,32 @@ def test_degraded_corpus_asset_materializes_with_metadata_and_checks(clean_dir, 
     assert "| noise |" in meta["degradation_mix"].value
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"degraded_aligned_with_clean": True, "degraded_audio_finite": True}
+
+
+@pytest.mark.slow
+def test_both_corpus_assets_materialize_from_the_definitions(tmp_path, monkeypatch):
+    """The real chain: TTS clean_corpus -> degraded_corpus, with every check of both, in-process."""
+    import dagster as dg
+
+    from gensr_dagster.assets import corpus, degrade
+    from gensr_dagster.definitions import defs
+    from gensr_dagster.resources import ParamsResource
+
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("degraded_corpus")).parent_keys == {dg.AssetKey("clean_corpus")}
+    monkeypatch.chdir(tmp_path)
+    resource = ParamsResource(params_path=str(ROOT / "params.yaml"),
+                              overrides=["corpus.n_utterances=24", "degrade.workers=1"])
+    result = dg.materialize(
+        [corpus.clean_corpus, corpus.clean_corpus_integrity, degrade.degraded_corpus,
+         degrade.degraded_aligned_with_clean, degrade.degraded_audio_finite],
+        resources={"params": resource},
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("degraded_corpus")[0].metadata
+    assert meta["n_clean"].value == meta["n_degraded"].value == 24
+    evaluations = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert {"degraded_aligned_with_clean", "degraded_audio_finite"} <= set(evaluations)
+    assert all(evaluations.values())
+    manifest = pq.read_table(tmp_path / "data" / "degraded" / "manifest.parquet").to_pylist()
+    assert all((tmp_path / "data" / "degraded" / r["clean_path"]).is_file() for r in manifest)

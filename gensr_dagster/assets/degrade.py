@@ -22,7 +22,7 @@ def _mix_markdown(mix: list[dict]) -> str:
 
 @dg.asset(
     deps=["clean_corpus"],
-    group_name="corpus",
+    group_name="data",
     description="Seeded degraded copies of the clean corpus (noise, reverb, clipping, band limit, packet loss, "
     "codec), sample-aligned with the clean references, and a manifest of exactly what was applied.",
 )
