@@ -180,3 +180,27 @@ def test_dagster_alignment_assets_are_partitioned_and_wired():
         assert graph.get(dg.AssetKey(name)).partitions_def.get_partition_keys() == ["ar", "mgm", "fm"]
     checks = {c.name: c for c in graph.asset_check_keys}
     assert {"pairs_chosen_dominates", "aligned_not_significantly_worse"} <= set(checks)
+
+
+@pytest.mark.slow
+def test_train_dpo_stage_logs_one_mlflow_run_with_diagnostics_and_audio(tmp_path, project_params):
+    from gensr.stages.align import aligned_dir, base_checkpoint, pairs_dir, train_dpo
+    from gensr.tracking import configure
+
+    params = project_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
+                             f"paths.mlruns={tmp_path / 'mlruns'}", "dpo.fm.steps=3", "dpo.fm.batch_size=2",
+                             "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=1"])
+    pdir = pairs_dir(params, "fm", "multi")
+    pdir.mkdir(parents=True)
+    _write_pairs(pdir)
+    tiny_restorer("fm").save(base_checkpoint(params, "fm"))
+    summary = train_dpo(params, "fm", "multi")
+    assert (aligned_dir(params, "fm", "multi") / "restorer.pt").is_file()
+    mlflow = configure(tmp_path / "mlruns")
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["strategy"] == "multi" and run.data.params["pairs_sha256"]
+    assert run.data.tags["gensr.base_checkpoint"].endswith("restorer.pt")
+    assert {"train/loss", "train/rewards/accuracies", "val/rewards/accuracies",
+            "heldout/rewards/accuracies"} <= set(run.data.metrics)
+    artifacts = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "audio")]
+    assert artifacts, "before/after audio examples must be logged"

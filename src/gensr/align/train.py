@@ -85,8 +85,12 @@ def pair_accuracy(policy, reference, data: PairTensors, settings: DPOSettings) -
 
 
 def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: DPOSettings, logger=None) -> DPOModule:
+    import warnings
+
     import lightning as L
 
+    # the policy is in eval mode on purpose (no dropout in DPO); Lightning warns about it
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = DPOModule(policy, reference, paradigm=settings.paradigm, beta=settings.beta, lr=settings.lr,
                        weight_decay=settings.weight_decay, sft_weight=settings.sft_weight,
