@@ -79,7 +79,8 @@ def babble_pool():
 def noise_dir(tmp_path):
     folder = tmp_path / "noises"
     rng = np.random.default_rng(3)
-    write_wav(folder / "hum.wav", 0.1 * np.sin(2 * np.pi * 60 * np.arange(SR) / SR) + 0.01 * rng.standard_normal(SR), SR)
+    hum = 0.1 * np.sin(2 * np.pi * 60 * np.arange(SR) / SR) + 0.01 * rng.standard_normal(SR)
+    write_wav(folder / "hum.wav", hum, SR)
     write_wav(folder / "sub" / "fan.wav", lfilter([1], [1, -0.95], rng.standard_normal(3 * SR)) * 0.05, SR)
     write_wav(folder / "short8k.wav", rng.standard_normal(800).astype(np.float32) * 0.1, 8000)  # resampled on read
     (folder / "broken.wav").write_text("not audio")
@@ -275,7 +276,8 @@ def test_composition_order_min_degradations_and_determinism(babble_pool):
     assert [a["type"] for a in applied] == order and len(y) == len(x)
 
     none = {f"degrade.{t}.prob": 0.0 for t in D.TYPES}
-    p = params({**none, "degrade.clipping.prob": 0.3, "degrade.noise.prob": 0.01, "degrade.min_degradations": 2}).degrade
+    rare = {"degrade.clipping.prob": 0.3, "degrade.noise.prob": 0.01, "degrade.min_degradations": 2}
+    p = params({**none, **rare}).degrade
     for copy in range(10):
         _, applied = D.degrade(x, SR, D.clip_rng(1, "utt", copy), p, speaker="spk0", babble_pool=babble_pool)
         assert sorted(a["type"] for a in applied) == ["clipping", "noise"]
@@ -342,7 +344,8 @@ def test_stage_is_deterministic_and_worker_independent(clean_dir, tmp_path):
     s1 = build_degraded_corpus(params({**small, "degrade.workers": 1}), clean_dir, tmp_path / "a", progress=False)
     build_degraded_corpus(params({**small, "degrade.workers": 2, "degrade.shard_size": 3}), clean_dir, tmp_path / "b",
                           progress=False)
-    build_degraded_corpus(params({**small, "seed": 99, "degrade.workers": 1}), clean_dir, tmp_path / "c", progress=False)
+    other_seed = params({**small, "seed": 99, "degrade.workers": 1})
+    build_degraded_corpus(other_seed, clean_dir, tmp_path / "c", progress=False)
     a, b, c = (tree_bytes(tmp_path / d) for d in "abc")
     assert a == b
     assert a["manifest.parquet"] != c["manifest.parquet"]
@@ -400,6 +403,10 @@ def test_stage_resumes_after_a_crash_and_quarantines_bad_clean_files(clean_dir, 
     broken = tmp_path / "clean"
     shutil.copytree(clean_dir, broken)
     (broken / "wav" / "utt003.wav").write_text("not audio")
+    rows = pq.read_table(broken / "manifest.parquet").to_pylist()
+    rows[5]["path"] = "../corpus_outside.wav"  # a manifest path escaping the corpus is rejected, not read
+    write_wav(broken.parent / "corpus_outside.wav", speechlike(0), SR)
+    write_parquet(pa.Table.from_pylist(rows), broken / "manifest.parquet")
     cfg = params({"degrade.workers": 1, "degrade.shard_size": 4})
     real, calls = stage.degrade_shard, []
 
@@ -415,12 +422,14 @@ def test_stage_resumes_after_a_crash_and_quarantines_bad_clean_files(clean_dir, 
     assert len(list((tmp_path / "out" / ".shards").glob("*/*[0-9].parquet"))) == 2
     calls.clear()
     summary = stage.build_degraded_corpus(cfg, broken, tmp_path / "out", progress=False)
-    assert len(calls) == 2  # the two finished shards were not redone
+    assert len(calls) == 2  # 14 clips in 4 shards: the two finished shards were not redone
     monkeypatch.setattr(stage, "degrade_shard", real)
     stage.build_degraded_corpus(cfg, broken, tmp_path / "fresh", progress=False)
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "fresh")
     quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
-    assert summary["n_degraded"] == 15 and len(quarantine) == 1 and quarantine[0]["path"] == "../clean/wav/utt003.wav"
+    assert summary["n_degraded"] == 14 and [q["path"] for q in quarantine] == ["../clean/wav/utt003.wav",
+                                                                                "../corpus_outside.wav"]
+    assert "escapes" in quarantine[1]["reason"]
 
 
 # ------------------------------------------------------------------ Dagster

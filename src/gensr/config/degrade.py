@@ -31,7 +31,7 @@ class NoiseParams(Block):
     kinds: list[Literal["white", "pink", "brown", "babble", "user"]] = Field(min_length=1)
     babble_talkers: int = Field(ge=1, description="Other-speaker clips (same split) summed into one babble.")
     colored_min_hz: float = Field(
-        gt=0, description="Pink/brown spectra are flat below this frequency, so the noise is not all sub-audible rumble."
+        gt=0, description="Pink/brown spectra are flat below this, so the noise is not all sub-audible rumble."
     )
     user_dir: Path | None = Field(description="Folder of noise recordings (any format load_audio reads).")
 

@@ -158,8 +158,11 @@ def _read_clean(path: Path, sample_rate: int) -> np.ndarray:
 def _unusable_clean(rows: list[dict], clean_dir: Path, out_dir: Path, sample_rate: int) -> dict[str, dict]:
     """Read every clean file once up front, so that a bad one is neither degraded nor mixed into babble."""
     bad = {}
+    root = clean_dir.resolve()
     for r in tqdm(rows, desc="check clean", unit="clip", leave=False, disable=len(rows) < 1000):
         try:
+            if not (clean_dir / r["path"]).resolve().is_relative_to(root):
+                raise ValueError(f"path escapes the corpus folder {clean_dir}")
             _read_clean(clean_dir / r["path"], sample_rate)
         except Exception as err:  # a bad clean file is data, not a crash
             rel = os.path.relpath(os.path.abspath(clean_dir / r["path"]), os.path.abspath(out_dir))
@@ -265,7 +268,7 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     bar.close()
 
     tables = [pq.read_table(done_path(i)) for i in range(len(shards))]
-    manifest = pa.concat_tables(tables).cast(MANIFEST_SCHEMA).sort_by("deg_id") if tables else MANIFEST_SCHEMA.empty_table()
+    manifest = pa.concat_tables([MANIFEST_SCHEMA.empty_table(), *tables]).sort_by("deg_id")
     quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
     quarantine = quarantine.sort_by([("path", "ascending"), ("reason", "ascending")])
     write_parquet(manifest, out_dir / "manifest.parquet")
