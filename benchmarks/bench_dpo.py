@@ -2,7 +2,7 @@
 
 Models have the params.yaml sizes (random init; speed does not depend on the weights). AR/MGM
 use cached reference scores (the DPO step runs only the policy); FM runs its reference every
-step on the same t and noise. Target: DPO/SFT <= 1.3x for AR and MGM.
+step on the same t and noise, with dpo.fm.score_draws draws per score as in training. Target: DPO/SFT <= 1.3x for AR and MGM.
 
     python -m benchmarks dpo [--repeats=3] [--paradigms=ar,mgm,fm]
 """
@@ -59,6 +59,8 @@ def bench_paradigm(params, paradigm: str, repeats: int) -> dict:
     reference = build(params, paradigm)
     reference.load_state_dict(policy.state_dict())
     reference.requires_grad_(False)
+    if hp.score_draws is not None and hasattr(policy, "score_draws"):  # as in training (dpo.<p>.score_draws)
+        policy.score_draws = reference.score_draws = hp.score_draws
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-6)
     g = torch.Generator().manual_seed(0)
     deg, cho, rej = (torch.randn(b, t, generator=g) * 0.1 for _ in range(3))

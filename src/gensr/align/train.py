@@ -35,6 +35,7 @@ class DPOSettings:
     steps: int
     batch_size: int
     sft_weight: float
+    score_draws: int | None
     weight_decay: float
     grad_clip: float
     val_every_steps: int
@@ -134,7 +135,13 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
         from gensr.tracking import lightning_logger
 
         logger = lightning_logger(mlruns_dir, run)
+    if settings.score_draws is not None and hasattr(policy, "score_draws"):
+        # fewer draws while training only; the held-out accuracy below uses the model's own setting
+        own_draws = policy.score_draws
+        policy.score_draws = reference.score_draws = settings.score_draws
     module = fit(policy, reference, train, heldout, settings, logger)
+    if settings.score_draws is not None and hasattr(policy, "score_draws"):
+        policy.score_draws = reference.score_draws = own_draws
     policy.eval()
     after = pair_accuracy(policy, reference, heldout, settings)
     train_diag = {k: float(v) for k, v in module.trainer_ref.callback_metrics.items() if k.startswith("train/")}

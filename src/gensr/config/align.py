@@ -61,6 +61,10 @@ class ParadigmDPOParams(Block):
     steps: int = Field(ge=1, description="Optimizer steps.")
     batch_size: int = Field(ge=1, description="Pairs per step (the policy scores 2x this many clips).")
     sft_weight: float = Field(ge=0, description="Weight of the SFT loss on the chosen candidate (0 = pure DPO).")
+    score_draws: int | None = Field(
+        ge=1, description="FM only: (t, noise) draws per preference score while training (null = the model's own). "
+        "The live reference re-draws every step, so 1 draw is unbiased and the cheapest."
+    )
 
 
 class DPOParams(Block):
