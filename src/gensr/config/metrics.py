@@ -40,6 +40,9 @@ class ContentParams(Block):
         "or null for the default en-us language model."
     )
     dither: float = Field(ge=0, description="Uniform noise amplitude added before decoding: digital silence breaks pocketsphinx.")
+    pocketsphinx_options: dict[str, float | int | bool | str] = Field(
+        description="Extra pocketsphinx Decoder config (e.g. wip, fsgusefiller), tuned on the embedded corpus' valid split."
+    )
     whisper_model: str = Field(description="whisper: model name (needs the download cache) or a local .pt checkpoint path.")
     whisper_language: str
 

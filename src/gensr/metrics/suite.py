@@ -1,0 +1,281 @@
+"""The metric suite: score a table of (clip_id, path, ref_path, text) rows into a long table.
+
+- Rows are sorted by clip_id and cut into shards of `metrics.shard_size`. Each shard is
+  scored by one worker (spawned processes that load every model once, one thread each) and
+  written atomically to `<out>.shards/`; a rerun skips finished shards, then all shards are
+  concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
+- An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
+  the reason; a missing reference or transcript only blanks the metrics that need it; a
+  metric that fails on a clip is NaN with the reason and the other metrics still count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gensr.config.metrics import MetricsParams
+from gensr.storage import write_parquet
+
+LONG_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("reason", pa.string()),
+        ("backend", pa.string()),
+        ("version", pa.string()),
+    ]
+)
+INPUT_COLUMNS = ("clip_id", "path", "ref_path", "text")
+
+
+# --- reading one row -------------------------------------------------------------------
+def _read(path: str, params: MetricsParams, candidate: bool):
+    import soundfile as sf
+
+    from gensr.audio.io import AudioRejected, load_audio
+
+    try:
+        rate = sf.info(path).samplerate
+    except Exception as err:
+        if not Path(path).is_file():
+            raise AudioRejected(path, "missing: file does not exist") from None
+        raise AudioRejected(path, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:300]) from None
+    audio = load_audio(
+        path,
+        rate,
+        min_seconds=params.min_seconds if candidate else 0.0,
+        silence_dbfs=params.silence_dbfs if candidate else None,
+    )
+    return audio, rate
+
+
+def load_clip(row: dict, params: MetricsParams):
+    """(Clip, None) or (None, reason) when the candidate itself can't be scored."""
+    from gensr.audio.io import AudioRejected
+    from gensr.metrics.base import Clip
+
+    try:
+        audio, rate = _read(row["path"], params, candidate=True)
+    except AudioRejected as err:
+        return None, f"candidate {err.reason}"
+    reference = reference_rate = reference_error = None
+    if row.get("ref_path"):
+        try:
+            reference, reference_rate = _read(row["ref_path"], params, candidate=False)
+        except AudioRejected as err:
+            reference_error = f"{err.path}: {err.reason}"
+    else:
+        reference_error = "no reference path for this clip"
+    text = row.get("text")
+    text = text if isinstance(text, str) and text.strip() else None
+    clip = Clip(
+        clip_id=row["clip_id"],
+        audio=audio,
+        sample_rate=rate,
+        reference=reference,
+        reference_rate=reference_rate,
+        reference_key=row.get("ref_path"),
+        reference_error=reference_error,
+        text=text,
+    )
+    return clip, None
+
+
+# --- scoring one shard -----------------------------------------------------------------
+class ShardScorer:
+    """Holds the loaded scorers of one process."""
+
+    def __init__(self, params: MetricsParams):
+        from gensr.metrics.registry import build_scorers
+
+        self.params = params
+        self.scorers = build_scorers(params, threads=1)
+        for scorer in self.scorers:
+            scorer.setup()
+        self.infos = {info.name: info for s in self.scorers for info in s.infos}
+
+    def score(self, rows: Sequence[dict]) -> tuple[pa.Table, dict[str, float]]:
+        seconds: dict[str, float] = {"load": 0.0}
+        start = time.perf_counter()
+        clips, failures = [], {}
+        for row in rows:
+            clip, reason = load_clip(row, self.params)
+            if clip is None:
+                failures[row["clip_id"]] = reason
+            else:
+                clips.append(clip)
+        seconds["load"] = time.perf_counter() - start
+        scores: dict[str, dict] = {c.clip_id: {} for c in clips}
+        for scorer in self.scorers:
+            start = time.perf_counter()
+            for clip, result in zip(clips, scorer.score_batch(clips)):
+                scores[clip.clip_id].update(result)
+            key = type(scorer).__name__
+            seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+        records = []
+        for row in rows:
+            clip_id = row["clip_id"]
+            for name in self.params.names:
+                info = self.infos[name]
+                if clip_id in failures:
+                    value, reason = float("nan"), failures[clip_id]
+                else:
+                    score = scores[clip_id][name]
+                    value, reason = score.value, score.reason
+                records.append((clip_id, name, value, reason, info.backend, info.version))
+        return long_table(records), seconds
+
+
+def long_table(records: Iterable[tuple]) -> pa.Table:
+    records = sorted(records, key=lambda r: (r[0], r[1]))
+    columns = list(zip(*records)) if records else [[] for _ in LONG_SCHEMA]
+    return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, LONG_SCHEMA)], schema=LONG_SCHEMA)
+
+
+_WORKER: ShardScorer | None = None
+
+
+def _init_worker(params_json: str) -> None:
+    # one thread per worker: the workers are the parallelism, and results stay deterministic
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    global _WORKER
+    _WORKER = ShardScorer(MetricsParams.model_validate_json(params_json))
+
+
+def _score_shard(rows: list[dict], path: str) -> dict[str, float]:
+    table, seconds = _WORKER.score(rows)
+    write_parquet(table, path)
+    return seconds
+
+
+# --- the suite -------------------------------------------------------------------------
+def _normalize_rows(rows) -> list[dict]:
+    frame = pd.DataFrame(rows)
+    missing = [c for c in ("clip_id", "path") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"rows to score need columns {list(INPUT_COLUMNS)}; missing {missing}")
+    for column in ("ref_path", "text"):
+        if column not in frame.columns:
+            frame[column] = None
+    duplicated = frame["clip_id"][frame["clip_id"].duplicated()].unique()
+    if len(duplicated):
+        raise ValueError(f"clip_id must be unique; duplicated: {list(duplicated[:5])}")
+    frame = frame.sort_values("clip_id", kind="stable")
+    out = []
+    for rec in frame[list(INPUT_COLUMNS)].to_dict("records"):
+        out.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()})
+    for rec in out:
+        rec["path"] = str(rec["path"])
+        rec["ref_path"] = str(rec["ref_path"]) if rec["ref_path"] else None
+    return out
+
+
+def _shard_name(index: int, rows: list[dict], params: MetricsParams) -> str:
+    key = json.dumps([rows, params.model_dump(mode="json")], sort_keys=True, default=str)
+    return f"shard-{index:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def score_manifest(rows, params: MetricsParams, out: str | Path, *, workers: int | None = None, progress: bool = True) -> dict:
+    """Score `rows` (clip_id, path, ref_path, text; absolute or cwd-relative paths) into the
+    long Parquet `out`; resumable by shard. Returns a summary with NaN counts and timings."""
+    from tqdm import tqdm
+
+    from gensr.metrics.registry import check_names
+
+    check_names(params.names)
+    out = Path(out)
+    rows = _normalize_rows(rows)
+    shard_dir = out.parent / f"{out.name}.shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shards = [rows[i : i + params.shard_size] for i in range(0, len(rows), params.shard_size)]
+    paths = [shard_dir / _shard_name(i, shard, params) for i, shard in enumerate(shards)]
+    for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
+        stale.unlink()  # shards of other inputs or params
+    pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
+    workers = min(workers or params.workers, max(1, len(pending)))
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(rows), initial=len(rows) - sum(len(s) for s, _ in pending), unit="clip", desc="scoring", disable=not progress)
+    if pending and workers == 1:
+        scorer = ShardScorer(params)
+        for shard, path in pending:
+            table, shard_seconds = scorer.score(shard)
+            write_parquet(table, path)
+            _add(seconds, shard_seconds)
+            bar.update(len(shard))
+    elif pending:
+        context = get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(params.model_dump_json(),)) as pool:
+            futures = {pool.submit(_score_shard, shard, str(path)): len(shard) for shard, path in pending}
+            from concurrent.futures import as_completed
+
+            for future in as_completed(futures):
+                _add(seconds, future.result())
+                bar.update(futures[future])
+    bar.close()
+    table = pa.concat_tables([pq.read_table(p) for p in paths]) if paths else long_table([])
+    table = table.sort_by([("clip_id", "ascending"), ("metric", "ascending")])
+    write_parquet(table.cast(LONG_SCHEMA), out)
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    frame = table.to_pandas()
+    return {
+        "path": str(out),
+        "n_clips": len(rows),
+        "n_rows": table.num_rows,
+        "shards": len(shards),
+        "shards_resumed": len(shards) - len(pending),
+        "workers": workers,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "scorer_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+        "metrics": summarize(frame),
+    }
+
+
+def _add(total: dict[str, float], part: dict[str, float]) -> None:
+    for key, value in part.items():
+        total[key] = total.get(key, 0.0) + value
+
+
+def summarize(long_df: pd.DataFrame) -> dict[str, dict]:
+    """Per metric: mean, std, NaN count and the most common NaN reason."""
+    out = {}
+    for metric, group in long_df.groupby("metric", sort=True):
+        values = group["value"].astype(float)
+        reasons = group.loc[values.isna(), "reason"].dropna()
+        out[metric] = {
+            "mean": None if values.notna().sum() == 0 else round(float(values.mean()), 4),
+            "std": None if values.notna().sum() < 2 else round(float(values.std()), 4),
+            "n": int(len(values)),
+            "nan": int(values.isna().sum()),
+            "top_nan_reason": None if reasons.empty else str(reasons.value_counts().index[0]),
+        }
+    return out
+
+
+def to_wide(long_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per clip_id, one column per metric (values only; reasons stay in the long table)."""
+    wide = long_df.pivot(index="clip_id", columns="metric", values="value")
+    from gensr.metrics.registry import METRIC_NAMES
+
+    order = [m for m in METRIC_NAMES if m in wide.columns] + sorted(c for c in wide.columns if c not in METRIC_NAMES)
+    wide = wide[order].sort_index()
+    wide.columns.name = None
+    return wide.reset_index()
