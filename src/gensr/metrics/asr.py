@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gensr.config.metrics import ContentParams
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricInfo, Scorer, library_version
 
 SAMPLE_RATE = 16000
@@ -146,8 +147,7 @@ class WordErrorRate(Scorer):
         self.recognizer = RECOGNIZERS[params.backend](params)
         version = f"{self.recognizer.version} {library_version('jiwer')} {self.recognizer.detail}"
         self.infos = tuple(
-            MetricInfo(name, "content", False, False, True, SAMPLE_RATE, (0.0, float("inf")), params.backend, version)
-            for name in ("wer", "cer")
+get(name).info(params.backend, version) for name in ("wer", "cer")
         )
 
     def setup(self) -> None:

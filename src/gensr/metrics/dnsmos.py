@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from gensr.config.metrics import DnsmosParams
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Score, Scorer, library_version
 from gensr.metrics.onnx_weights import read_onnx, submodel
 
@@ -224,7 +225,7 @@ class Dnsmos(Scorer):
         backend = "speechmos-onnx-personalized" if params.personalized else "speechmos-onnx"
         version = library_version("speechmos", "onnxruntime")
         self.infos = tuple(
-            MetricInfo(name, "quality", True, False, False, SAMPLE_RATE, (1.0, 5.0), backend, version) for name in METRICS
+            get(name).info(backend, version) for name in METRICS
         )
 
     def setup(self) -> None:

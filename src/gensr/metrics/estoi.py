@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
 
 SAMPLE_RATE = 16000  # pystoi resamples internally to 10 kHz; we hand it the corpus rate
@@ -18,7 +19,7 @@ SAMPLE_RATE = 16000  # pystoi resamples internally to 10 kHz; we hand it the cor
 class Estoi(Scorer):
     def __init__(self):
         self.infos = (
-            MetricInfo("estoi", "fidelity", True, True, False, SAMPLE_RATE, (-1.0, 1.0), "pystoi", library_version("pystoi")),
+            get("estoi").info("pystoi", library_version("pystoi")),
         )
 
     def score_clip(self, clip: Clip) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gensr.config.metrics import MelDistanceParams
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
 
 SAMPLE_RATE = 16000
@@ -18,8 +19,8 @@ class MelDistance(Scorer):
     def __init__(self, params: MelDistanceParams):
         self.params = params
         self.infos = (
-            MetricInfo(
-                "mel_distance", "fidelity", False, True, False, SAMPLE_RATE, (0.0, float("inf")), "librosa",
+            get("mel_distance").info(
+                "librosa",
                 f"{library_version('librosa')} n_fft={params.n_fft} hop={params.hop} n_mels={params.n_mels} floor={params.floor_db}",
             ),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
 
 SAMPLE_RATE = 16000
@@ -16,7 +17,7 @@ SAMPLE_RATE = 16000
 class PesqWB(Scorer):
     def __init__(self):
         self.infos = (
-            MetricInfo("pesq_wb", "fidelity", True, True, False, SAMPLE_RATE, (1.04, 4.64), "pesq", library_version("pesq")),
+            get("pesq_wb").info("pesq", library_version("pesq")),
         )
 
     def score_clip(self, clip: Clip) -> dict[str, float]:

@@ -1,9 +1,58 @@
-"""Metric names -> scorers. A scorer may compute several metrics; only requested ones are kept."""
+"""Metric names -> metadata and scorers. A scorer may compute several metrics (DNSMOS gives
+four); only the requested ones are kept. `SPECS` is the single source of each metric's
+dimension, direction, inputs, rate and range: scorers build their MetricInfo from it and
+add the backend and version, and the preference rule reads it through `get()`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gensr.config.metrics import MetricsParams
-from gensr.metrics.base import MetricInfo, Scorer
+from gensr.metrics.base import Dimension, MetricInfo, Scorer
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    dimension: Dimension
+    higher_is_better: bool
+    needs_reference: bool
+    needs_text: bool
+    sample_rate: int
+    valid_range: tuple[float, float]
+
+    def info(self, backend: str, version: str) -> MetricInfo:
+        return MetricInfo(self.name, self.dimension, self.higher_is_better, self.needs_reference, self.needs_text,
+                          self.sample_rate, self.valid_range, backend, version)
+
+
+SPECS: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        MetricSpec("dnsmos_sig", "quality", True, False, False, 16000, (1.0, 5.0)),
+        MetricSpec("dnsmos_bak", "quality", True, False, False, 16000, (1.0, 5.0)),
+        MetricSpec("dnsmos_ovrl", "quality", True, False, False, 16000, (1.0, 5.0)),
+        MetricSpec("dnsmos_p808", "quality", True, False, False, 16000, (1.0, 5.0)),
+        MetricSpec("pesq_wb", "fidelity", True, True, False, 16000, (1.04, 4.64)),
+        MetricSpec("estoi", "fidelity", True, True, False, 16000, (-1.0, 1.0)),
+        MetricSpec("si_sdr", "fidelity", True, True, False, 16000, (-INF, INF)),
+        MetricSpec("mel_distance", "fidelity", False, True, False, 16000, (0.0, INF)),
+        MetricSpec("wer", "content", False, False, True, 16000, (0.0, INF)),
+        MetricSpec("cer", "content", False, False, True, 16000, (0.0, INF)),
+        MetricSpec("speaker_cosine", "timbre", True, True, False, 16000, (-1.0, 1.0)),
+    )
+}
+
+
+def get(name: str) -> MetricSpec:
+    """Metadata of one metric; KeyError names the known metrics."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {list(SPECS)}") from None
+
 
 # metric name -> scorer group; the order here is the order of columns in wide tables
 METRIC_GROUPS: dict[str, str] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer
 
 SAMPLE_RATE = 16000
@@ -30,7 +31,7 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 class SiSdr(Scorer):
     def __init__(self):
         self.infos = (
-            MetricInfo("si_sdr", "fidelity", True, True, False, SAMPLE_RATE, (-float("inf"), float("inf")), "numpy", "1"),
+            get("si_sdr").info("numpy", "1"),
         )
 
     def score_clip(self, clip: Clip) -> dict[str, float]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gensr.config.metrics import SpeakerParams
 from gensr.metrics.asr import MissingWeights, offline
+from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Score, Scorer, library_version
 
 SAMPLE_RATE = 16000
@@ -117,7 +118,7 @@ class SpeakerCosine(Scorer):
         version = library_version("resemblyzer" if params.backend == "resemblyzer" else "speechbrain")
         if params.backend == "ecapa":
             version += f" source={params.ecapa_source}"
-        self.infos = (MetricInfo("speaker_cosine", "timbre", True, True, False, SAMPLE_RATE, (-1.0, 1.0), params.backend, version),)
+        self.infos = (get("speaker_cosine").info(params.backend, version),)
         self._references: OrderedDict[str, np.ndarray | str] = OrderedDict()
 
     def setup(self) -> None:

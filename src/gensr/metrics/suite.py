@@ -1,6 +1,6 @@
 """The metric suite: score a table of (clip_id, path, ref_path, text) rows into a long table.
 
-- Rows are sorted by clip_id and cut into shards of `metrics.shard_size`. Each shard is
+- Rows are sorted by clip_id and cut into shards of at most `metrics.shard_size`. Each shard is
   scored by one worker (spawned processes that load every model once, one thread each) and
   written atomically to `<out>.shards/`; a rerun skips finished shards, then all shards are
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
-from gensr.storage import write_parquet
+from gensr.storage import write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -167,45 +168,83 @@ def _score_shard(rows: list[dict], path: str) -> dict[str, float]:
 
 
 # --- the suite -------------------------------------------------------------------------
-def _normalize_rows(rows) -> list[dict]:
-    frame = pd.DataFrame(rows)
-    missing = [c for c in ("clip_id", "path") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"rows to score need columns {list(INPUT_COLUMNS)}; missing {missing}")
-    for column in ("ref_path", "text"):
-        if column not in frame.columns:
-            frame[column] = None
-    duplicated = frame["clip_id"][frame["clip_id"].duplicated()].unique()
-    if len(duplicated):
-        raise ValueError(f"clip_id must be unique; duplicated: {list(duplicated[:5])}")
-    frame = frame.sort_values("clip_id", kind="stable")
-    out = []
-    for rec in frame[list(INPUT_COLUMNS)].to_dict("records"):
-        out.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()})
-    for rec in out:
-        rec["path"] = str(rec["path"])
-        rec["ref_path"] = str(rec["ref_path"]) if rec["ref_path"] else None
-    return out
+ID_COLUMNS = ("clip_id", "cand_id", "candidate_id", "deg_id", "utt_id")
+REFERENCE_COLUMNS = ("ref_path", "clean_path", "reference_path")
+
+
+def manifest_rows(manifest) -> list[dict]:
+    """Rows (clip_id, path, ref_path, text) from a manifest Parquet (paths relative to its
+    folder, per the project's path rule), a DataFrame or a list of dicts (paths as given).
+
+    The id column is the first of ID_COLUMNS present, the reference the first of
+    REFERENCE_COLUMNS; `text` is optional."""
+    base = None
+    if isinstance(manifest, (str, Path)):
+        base = Path(manifest).parent
+        frame = pd.read_parquet(manifest)
+    else:
+        frame = pd.DataFrame(manifest)
+    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
+    if id_column is None or "path" not in frame.columns:
+        raise ValueError(f"{manifest if base else 'rows'}: need a 'path' column and one id column of {list(ID_COLUMNS)}")
+    ref_column = next((c for c in REFERENCE_COLUMNS if c in frame.columns), None)
+
+    def resolve(p):
+        if p is None or (isinstance(p, float) and np.isnan(p)) or p == "":
+            return None
+        return str(base / p) if base is not None else str(p)
+
+    rows = []
+    for rec in frame.to_dict("records"):
+        text = rec.get("text")
+        rows.append(
+            {
+                "clip_id": str(rec[id_column]),
+                "path": resolve(rec["path"]),
+                "ref_path": resolve(rec.get(ref_column)) if ref_column else None,
+                "text": text if isinstance(text, str) else None,
+            }
+        )
+    counts = Counter(r["clip_id"] for r in rows)
+    duplicated = sorted(k for k, n in counts.items() if n > 1)
+    if duplicated:
+        raise ValueError(f"clip ids must be unique; duplicated: {duplicated[:5]}")
+    return sorted(rows, key=lambda r: r["clip_id"])
 
 
 def _shard_name(index: int, rows: list[dict], params: MetricsParams) -> str:
-    key = json.dumps([rows, params.model_dump(mode="json")], sort_keys=True, default=str)
-    return f"shard-{index:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+    return f"shard-{index:05d}-{fingerprint(rows, params)[:12]}.parquet"
 
 
-def score_manifest(rows, params: MetricsParams, out: str | Path, *, workers: int | None = None, progress: bool = True) -> dict:
-    """Score `rows` (clip_id, path, ref_path, text; absolute or cwd-relative paths) into the
-    long Parquet `out`; resumable by shard. Returns a summary with NaN counts and timings."""
+def fingerprint(rows: list[dict], params: MetricsParams) -> str:
+    """Hash of what decides the scores: the rows and the metrics params (not worker counts)."""
+    settings = params.model_dump(mode="json", exclude={"workers", "shard_size", "max_nan_rate", "score_inputs_split"})
+    key = json.dumps([rows, settings], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _metrics_params(params) -> MetricsParams:
+    return params.metrics if hasattr(params, "metrics") else params
+
+
+def score_manifest(params, manifest, out: str | Path, *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score every row of `manifest` (see manifest_rows) into the long Parquet `out` and
+    return it as a DataFrame; `.attrs["summary"]` holds NaN counts and timings.
+
+    `params` is the project Params or its `metrics` block. Resumable by shard."""
     from tqdm import tqdm
 
     from gensr.metrics.registry import check_names
 
+    params = _metrics_params(params)
     check_names(params.names)
     out = Path(out)
-    rows = _normalize_rows(rows)
+    rows = manifest_rows(manifest)
     shard_dir = out.parent / f"{out.name}.shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    shards = [rows[i : i + params.shard_size] for i in range(0, len(rows), params.shard_size)]
+    # small jobs still use every worker; the layout depends only on params and the row count
+    size = max(1, min(params.shard_size, -(-len(rows) // params.workers)))
+    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
     paths = [shard_dir / _shard_name(i, shard, params) for i, shard in enumerate(shards)]
     for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
         stale.unlink()  # shards of other inputs or params
@@ -213,7 +252,8 @@ def score_manifest(rows, params: MetricsParams, out: str | Path, *, workers: int
     workers = min(workers or params.workers, max(1, len(pending)))
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(rows), initial=len(rows) - sum(len(s) for s, _ in pending), unit="clip", desc="scoring", disable=not progress)
+    done = len(rows) - sum(len(s) for s, _ in pending)
+    bar = tqdm(total=len(rows), initial=done, unit="clip", desc=f"scoring {out.name}", disable=not progress)
     if pending and workers == 1:
         scorer = ShardScorer(params)
         for shard, path in pending:
@@ -225,18 +265,16 @@ def score_manifest(rows, params: MetricsParams, out: str | Path, *, workers: int
         context = get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(params.model_dump_json(),)) as pool:
             futures = {pool.submit(_score_shard, shard, str(path)): len(shard) for shard, path in pending}
-            from concurrent.futures import as_completed
-
             for future in as_completed(futures):
                 _add(seconds, future.result())
                 bar.update(futures[future])
     bar.close()
     table = pa.concat_tables([pq.read_table(p) for p in paths]) if paths else long_table([])
-    table = table.sort_by([("clip_id", "ascending"), ("metric", "ascending")])
-    write_parquet(table.cast(LONG_SCHEMA), out)
+    table = table.cast(LONG_SCHEMA).sort_by([("clip_id", "ascending"), ("metric", "ascending")])
+    write_parquet(table, out)
     shutil.rmtree(shard_dir, ignore_errors=True)
     frame = table.to_pandas()
-    return {
+    frame.attrs["summary"] = {
         "path": str(out),
         "n_clips": len(rows),
         "n_rows": table.num_rows,
@@ -245,8 +283,44 @@ def score_manifest(rows, params: MetricsParams, out: str | Path, *, workers: int
         "workers": workers,
         "wall_seconds": round(time.perf_counter() - start, 3),
         "scorer_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+        "fingerprint": fingerprint(rows, params),
         "metrics": summarize(frame),
     }
+    return frame
+
+
+def degraded_manifest(params) -> Path:
+    return Path(params.paths.data) / "degraded" / "manifest.parquet"
+
+
+def inputs_table_path(params, split: str) -> Path:
+    return Path(params.paths.data) / "metrics" / f"degraded_{split}.parquet"
+
+
+def score_inputs(params, split: str | None = None, *, degraded: str | Path | None = None, out: str | Path | None = None,
+                 workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score one split of the degraded corpus against its clean references: the 'degraded
+    input' row of the evaluation. Reuses `out` when it was made from the same rows and params."""
+    split = split or params.metrics.score_inputs_split
+    manifest = Path(degraded) / "manifest.parquet" if degraded else degraded_manifest(params)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: degraded corpus manifest not found; run `gensr degrade` first")
+    out = Path(out) if out else inputs_table_path(params, split)
+    frame = pd.read_parquet(manifest)
+    frame = frame[frame["split"] == split]
+    rows = manifest_rows(frame.assign(path=[str(manifest.parent / p) for p in frame["path"]],
+                                      clean_path=[str(manifest.parent / p) for p in frame["clean_path"]]))
+    if not rows:
+        raise ValueError(f"{manifest}: no clip in split {split!r} (metrics.score_inputs_split)")
+    summary_path = out.with_suffix(".json")
+    key = fingerprint(rows, params.metrics)
+    if out.is_file() and summary_path.is_file() and json.loads(summary_path.read_text()).get("fingerprint") == key:
+        long = pd.read_parquet(out)
+        long.attrs["summary"] = json.loads(summary_path.read_text())
+        return long
+    long = score_manifest(params, rows, out, workers=workers, progress=progress)
+    write_json(long.attrs["summary"], summary_path)
+    return long
 
 
 def _add(total: dict[str, float], part: dict[str, float]) -> None:

@@ -1,0 +1,136 @@
+"""Stage `score_inputs` and the scoring door for user files (`gensr score`).
+
+`score_inputs` scores one split of the degraded corpus against its clean references into
+<paths.data>/metrics/degraded_<split>.parquet (the 'degraded input' row of the evaluation);
+candidate stages call `gensr.metrics.score_manifest` directly on their own manifests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from gensr.config import Params
+from gensr.metrics.suite import inputs_table_path, manifest_rows, score_inputs, score_manifest
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def score_degraded_inputs(params: Params, degraded: str | Path | None = None, out: str | Path | None = None) -> dict:
+    """Score the degraded `metrics.score_inputs_split` against clean; returns the summary dict."""
+    split = params.metrics.score_inputs_split
+    out = Path(out) if out else inputs_table_path(params, split)
+    long = score_inputs(params, split, degraded=degraded, out=out)
+    return {**long.attrs["summary"], "split": split, "path": str(out)}
+
+
+def _audio_files(root: Path) -> dict[str, Path]:
+    """relative path without suffix -> file, for every audio file under root."""
+    return {
+        p.relative_to(root).with_suffix("").as_posix(): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+    }
+
+
+def read_transcripts(path: Path) -> dict[str, str]:
+    """CSV or JSONL with a `text` column and an id column (clip_id, or path/file matched by stem)."""
+    if path.suffix.lower() in (".jsonl", ".json"):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with open(path, newline="") as f:
+            records = list(csv.DictReader(f))
+    out = {}
+    for i, rec in enumerate(records):
+        key = rec.get("clip_id") or rec.get("path") or rec.get("file")
+        if key is None or "text" not in rec:
+            raise ValueError(f"{path}: row {i + 1} needs 'text' and one of clip_id/path/file")
+        out[Path(str(key)).with_suffix("").as_posix() if "clip_id" not in rec else str(key)] = rec["text"]
+    return out
+
+
+def candidate_rows(candidates: Path, references: Path | None = None, transcripts: Path | None = None) -> list[dict]:
+    """Rows to score from a manifest Parquet or a folder of audio files.
+
+    Folder: clip_id = path relative to the folder without suffix; the reference is the file
+    with the same relative name under `references`. Manifest: per the path rule; with
+    `references`, references are matched by the candidate's relative file name instead."""
+    candidates = Path(candidates)
+    if candidates.is_dir():
+        files = _audio_files(candidates)
+        if not files:
+            raise ValueError(f"{candidates}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+        rows = [{"clip_id": key, "path": str(p), "ref_path": None, "text": None} for key, p in files.items()]
+        rel = {key: key for key in files}
+    elif candidates.is_file():
+        rows = manifest_rows(candidates)
+        rel = {r["clip_id"]: Path(os.path.relpath(r["path"], candidates.parent)).with_suffix("").as_posix() for r in rows}
+    else:
+        raise FileNotFoundError(f"--candidates {candidates}: neither a manifest Parquet nor a folder")
+    if references is not None:
+        refs = _audio_files(Path(references))
+        by_name = {Path(k).name: v for k, v in refs.items()}
+        for row in rows:
+            key = rel[row["clip_id"]]
+            match = refs.get(key) or by_name.get(Path(key).name)
+            row["ref_path"] = str(match) if match else None
+    if transcripts is not None:
+        texts = read_transcripts(Path(transcripts))
+        for row in rows:
+            row["text"] = texts.get(row["clip_id"], texts.get(rel[row["clip_id"]], row["text"]))
+    return rows
+
+
+def score_files(params: Params, candidates: Path, out: Path, references: Path | None = None,
+                transcripts: Path | None = None) -> dict:
+    rows = candidate_rows(candidates, references, transcripts)
+    long = score_manifest(params, rows, out)
+    return {**long.attrs["summary"], "n_with_reference": sum(1 for r in rows if r["ref_path"]),
+            "n_with_text": sum(1 for r in rows if r["text"])}
+
+
+def metric_means(long: pd.DataFrame) -> pd.DataFrame:
+    """metric, mean, std, n, nan: the table the CLI prints."""
+    grouped = long.groupby("metric")["value"]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(), "n": grouped.size(),
+                         "nan": grouped.apply(lambda v: int(v.isna().sum()))})
+
+
+def plot_histograms(long: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """One histogram per metric (NaN left out, counted in the panel title), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gensr.metrics.registry import METRIC_NAMES
+    from gensr.storage import atomic_path
+
+    metrics = [m for m in METRIC_NAMES if m in set(long["metric"])]
+    cols = 4
+    rows = max(1, -(-len(metrics) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        values = long.loc[long["metric"] == metric, "value"].astype(float)
+        finite = values[values.notna()]
+        if metric == "si_sdr":
+            finite = finite.clip(upper=60.0)  # clean-vs-itself scores ~180 dB would squash the plot
+        ax.hist(finite, bins=20, color="#4c72b0")
+        ax.set_title(f"{metric} (NaN {int(values.isna().sum())})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def nan_rates(long: pd.DataFrame) -> dict[str, float]:
+    return {m: float(g["value"].isna().mean()) for m, g in long.groupby("metric", sort=True)}
