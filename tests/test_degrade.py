@@ -142,15 +142,35 @@ def test_simulated_rir_has_target_rt60(rt60):
     assert abs(10 * np.log10(direct / tail) - 5.0) < 1e-6
 
 
-def test_reverb_output_is_aligned_with_clean():
-    clean = modulated_noise(2)
-    p = params().degrade.reverb
+@pytest.mark.parametrize("method", ["tail", "image_source"])
+def test_reverb_output_is_aligned_with_clean(method):
+    # A white probe: its autocorrelation is a spike, so the cross-correlation peak is the RIR's
+    # strongest tap, the direct path. (With low-passed probes, a dense cluster of same-sign early
+    # reflections can out-correlate a direct path that is 10 dB below the reverb.)
+    clean = (np.random.default_rng(2).standard_normal(2 * SR) * 0.1).astype(np.float32)
+    p = params({"degrade.reverb.methods": [method]}).degrade.reverb
     for seed in range(3):
         wet, applied = D.reverberate(clean, SR, np.random.default_rng(seed), p)
-        assert len(wet) == len(clean) and applied["source"] == "simulated"
-        assert p.rt60_s[0] <= applied["rt60_s"] <= p.rt60_s[1]
+        assert len(wet) == len(clean) and applied["source"] == "simulated" and applied["method"] == method
+        target = applied.get("rt60_target_s", applied["rt60_s"])
+        assert p.rt60_s[0] <= target <= p.rt60_s[1]
         assert best_lag(clean, wet) == 0
         assert snr_db(clean, wet) < 20  # the tail is really there
+
+
+@pytest.mark.parametrize("rt60", [0.25, 0.5])
+def test_image_source_rir_is_calibrated_to_target_rt60(rt60):
+    room, source, mic = [6.0, 4.5, 3.0], [1.2, 2.0, 1.5], [4.1, 3.0, 1.2]
+    rir, direct, measured = D.calibrated_image_source_rir(SR, rt60, room, source, mic)
+    distance = np.linalg.norm(np.subtract(source, mic))
+    assert direct == round(distance / 343.0 * SR) and rir[direct] == 1.0 and np.all(rir[:direct] == 0)
+    assert np.all(np.abs(rir[direct + 1 : direct + 20]) < 1)  # nothing beats the direct path early on
+    assert abs(schroeder_rt60(rir[direct:], SR) - rt60) / rt60 < 0.05
+    assert abs(measured - schroeder_rt60(rir[direct:], SR)) < 1e-6
+    # the first reflection arrives when the geometry says: the floor image of the source
+    floor_image = np.array([source[0], source[1], -source[2]])
+    first = round(np.linalg.norm(floor_image - np.array(mic)) / 343.0 * SR)
+    assert rir[first] > 0.1
 
 
 def test_user_rir_is_aligned_on_its_direct_path(tmp_path):

@@ -44,19 +44,26 @@ class NoiseParams(Block):
 
 
 class ReverbParams(Block):
-    """Simulated RIRs (exponentially decaying noise tail after a unit direct path), or user RIRs."""
+    """Simulated RIRs (`tail`: a unit direct path then exponentially decaying noise; `image_source`: a
+    shoebox room by the image method, absorption calibrated to the drawn RT60), or user RIRs."""
 
     prob: float = Field(ge=0, le=1)
+    methods: list[Literal["tail", "image_source"]] = Field(min_length=1, description="Drawn uniformly per clip.")
     rt60_s: Range
-    drr_db: Range = Field(description="Direct-to-reverberant energy ratio of simulated RIRs.")
+    drr_db: Range = Field(description="tail only: direct-to-reverberant energy ratio.")
+    room_length_m: Range = Field(description="image_source only: length and width of the room.")
+    room_height_m: Range = Field(description="image_source only.")
+    wall_margin_m: float = Field(gt=0, description="image_source only: source and mic keep this far from walls.")
     user_rir_dir: Path | None = Field(description="If set, RIRs are drawn from this folder instead of simulated.")
 
     @model_validator(mode="after")
     def _check(self):
-        _ordered(self.rt60_s, "rt60_s")
-        _ordered(self.drr_db, "drr_db")
+        for name in ("rt60_s", "drr_db", "room_length_m", "room_height_m"):
+            _ordered(getattr(self, name), name)
         if self.rt60_s[0] <= 0:
             raise ValueError("rt60_s must be positive")
+        if min(self.room_length_m[0], self.room_height_m[0]) <= 2 * self.wall_margin_m:
+            raise ValueError("the smallest room must exceed twice wall_margin_m, or no position fits")
         return self
 
 

@@ -44,6 +44,8 @@ TYPES = ("reverb", "noise", "bandlimit", "clipping", "codec", "packet_loss")
 NOISE_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1/f^exponent
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 SF_CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+SPEED_OF_SOUND = 343.0  # m/s
+ISM_CALIBRATION_STEPS = 4
 
 
 def stable_hash(text: str) -> int:
@@ -203,6 +205,46 @@ def simulated_rir(sr: int, rng: np.random.Generator, rt60_s: float, drr_db: floa
     return np.concatenate([[1.0], tail])
 
 
+def image_source_rir(sr: int, rt60_design_s: float, room, source, mic) -> tuple[np.ndarray, int]:
+    """Shoebox RIR by the image method (Allen & Berkley), frequency-independent walls whose
+    absorption gives `rt60_design_s` by Eyring's formula; returns (rir with unit direct path, direct index).
+
+    Images are kept up to twice the design RT60's travel distance, delays rounded to the sample.
+    """
+    room, source, mic = (np.asarray(v, dtype=np.float64) for v in (room, source, mic))
+    volume = np.prod(room)
+    surface = 2 * (room[0] * room[1] + room[0] * room[2] + room[1] * room[2])
+    beta = np.sqrt(np.exp(-0.161 * volume / (surface * rt60_design_s)))  # pressure reflection coefficient
+    reach = 2 * SPEED_OF_SOUND * rt60_design_s
+    coords, reflections = [], []
+    for axis in range(3):
+        n = np.arange(-(int(reach / (2 * room[axis])) + 1), int(reach / (2 * room[axis])) + 2)
+        coords.append(np.concatenate([source[axis] + 2 * n * room[axis], -source[axis] + 2 * n * room[axis]]) - mic[axis])
+        reflections.append(np.concatenate([2 * np.abs(n), np.abs(2 * n - 1)]))
+    dist = np.sqrt(coords[0][:, None, None] ** 2 + coords[1][None, :, None] ** 2 + coords[2][None, None, :] ** 2)
+    order = reflections[0][:, None, None] + reflections[1][None, :, None] + reflections[2][None, None, :]
+    keep = dist <= reach
+    dist, order = dist[keep], order[keep]
+    delay = np.round(dist / SPEED_OF_SOUND * sr).astype(np.int64)
+    rir = np.bincount(delay, weights=beta**order / dist)
+    direct = int(np.round(np.linalg.norm(source - mic) / SPEED_OF_SOUND * sr))
+    return rir / rir[direct], direct
+
+
+def calibrated_image_source_rir(sr: int, rt60_s: float, room, source, mic) -> tuple[np.ndarray, int, float]:
+    """The image method decays slower than Eyring predicts (axial and tangential paths meet few
+    walls), so the design RT60 is corrected until the Schroeder RT60 lands within 2 % of rt60_s.
+    Returns (rir, direct index, measured RT60)."""
+    design = rt60_s
+    for _ in range(ISM_CALIBRATION_STEPS):
+        rir, direct = image_source_rir(sr, design, room, source, mic)
+        measured = estimate_rt60(rir, sr)
+        if measured is None or abs(measured - rt60_s) <= 0.02 * rt60_s:
+            break
+        design *= rt60_s / measured
+    return rir, direct, measured
+
+
 def estimate_rt60(rir: np.ndarray, sr: int) -> float | None:
     """RT60 by Schroeder backward integration (T20 fit from -5 to -25 dB, times 3); None if too short."""
     energy = _as_f64(rir)[int(np.argmax(np.abs(rir))) :] ** 2
@@ -222,17 +264,35 @@ def convolve_aligned(audio: np.ndarray, rir: np.ndarray, direct: int) -> np.ndar
 
 def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams):
     x = _as_f64(audio)
-    if params.user_rir_dir is None:
-        rt60_s, drr_db = float(rng.uniform(*params.rt60_s)), float(rng.uniform(*params.drr_db))
-        rir, direct = simulated_rir(sr, rng, rt60_s, drr_db), 0
-        applied = {"type": "reverb", "source": "simulated", "rt60_s": rt60_s, "drr_db": drr_db}
-    else:
+    if params.user_rir_dir is not None:
         folder = audio_folder(str(Path(params.user_rir_dir).resolve()), sr, "degrade.reverb.user_rir_dir")
         rel, rir = folder.pick(rng)
         rir = _as_f64(rir)
         direct = int(np.argmax(np.abs(rir)))
         rir = rir / rir[direct]  # unit direct path: the dry clean is the reference at the same level
         applied = {"type": "reverb", "source": "user", "file": rel, "rt60_s": estimate_rt60(rir, sr)}
+        return convolve_aligned(x, rir, direct).astype(np.float32), applied
+    method = params.methods[int(rng.integers(len(params.methods)))]
+    rt60_s = float(rng.uniform(*params.rt60_s))
+    applied = {"type": "reverb", "source": "simulated", "method": method}
+    if method == "tail":
+        drr_db = float(rng.uniform(*params.drr_db))
+        rir, direct = simulated_rir(sr, rng, rt60_s, drr_db), 0
+        applied.update(rt60_s=rt60_s, drr_db=drr_db)
+    else:
+        lo, hi = params.room_length_m
+        room = np.array([rng.uniform(lo, hi), rng.uniform(lo, hi), rng.uniform(*params.room_height_m)])
+        margin = params.wall_margin_m
+        source, mic = rng.uniform(margin, room - margin), rng.uniform(margin, room - margin)
+        rir, direct, measured = calibrated_image_source_rir(sr, rt60_s, room, source, mic)
+        applied.update(
+            rt60_s=measured,
+            rt60_target_s=rt60_s,
+            drr_db=float(10 * np.log10(1.0 / np.sum(rir[direct + 1 :] ** 2))),
+            room_m=[float(v) for v in room],
+            source_m=[float(v) for v in source],
+            mic_m=[float(v) for v in mic],
+        )
     return convolve_aligned(x, rir, direct).astype(np.float32), applied
 
 
