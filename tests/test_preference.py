@@ -185,3 +185,40 @@ def test_export_is_a_self_contained_dataset_folder(tmp_path):
     assert "unanimous" in card and "pairs.parquet" in card
     pd.testing.assert_frame_equal(exported.drop(columns=[c for c in exported if c.endswith("_path")]),
                                   pairs.drop(columns=[c for c in pairs if c.endswith("_path")]))
+
+
+def test_pairs_stage_on_a_scored_candidate_folder(tmp_path, project_params):
+    """build_pairs reads the candidate manifest + long metric table, applies the registry's directions,
+    writes pairs + stats that the asset check accepts, and rebases paths to the pair folder."""
+    from gensr.metrics.registry import METRIC_NAMES, get
+    from gensr.stages.align import build_pairs, check_pairs, metrics_path, pairs_dir
+    from gensr.storage import write_parquet
+    import pyarrow as pa
+
+    params = project_params([f"paths.data={tmp_path / 'data'}", "pairs.heldout_fraction=0.0",
+                             "pairs.strategies=[multi, 'single:pesq_wb', gt_as_chosen]"])
+    cands, _ = _manifest_and_metrics()
+    cdir = tmp_path / "data" / "candidates" / "mgm"
+    cdir.mkdir(parents=True)
+    cands.to_parquet(cdir / "manifest.parquet")
+    rng = np.random.default_rng(0)
+    rows = []
+    for cid in cands["cand_id"]:
+        quality = int(cid[-1])  # candidate k is better on every metric as k grows
+        for m in METRIC_NAMES:
+            sign = 1 if get(m).higher_is_better else -1
+            value = float("nan") if (m == "wer" and cid == "u1__d0__c1") else 1.0 + sign * 0.1 * quality + rng.normal(0, 1e-3)
+            rows.append({"clip_id": cid, "metric": m, "value": value, "reason": None, "backend": "t", "version": "0"})
+    long = pd.DataFrame(rows)
+    metrics_path(params, "mgm").parent.mkdir(parents=True)
+    long.to_parquet(metrics_path(params, "mgm"))
+    summary = build_pairs(params, "mgm")
+    assert set(summary) == {"multi", "single:pesq_wb", "gt_as_chosen"}
+    multi = pd.read_parquet(pairs_dir(params, "mgm", "multi") / "pairs.parquet")
+    assert "u1__d0__c1" not in set(multi.chosen_id) | set(multi.rejected_id)  # its NaN WER never pairs
+    assert (multi.chosen_id.str[-1].astype(int) > multi.rejected_id.str[-1].astype(int)).all()
+    assert all((pairs_dir(params, "mgm", "multi") / p).resolve() == (cdir / q).resolve()
+               for p, q in zip(multi.rejected_path, cands.set_index("cand_id").loc[multi.rejected_id, "path"]))
+    for strategy in summary:
+        assert check_pairs(pairs_dir(params, "mgm", strategy) / "pairs.parquet")["passed"]
+    assert summary["multi"]["n_clips"] == 3 and summary["multi"]["n_clips_with_pair"] == 3

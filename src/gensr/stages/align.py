@@ -77,9 +77,9 @@ def load_metrics_wide(path: Path) -> pd.DataFrame:
     """Long metric table -> one row per candidate (clip_id), one float column per metric."""
     from gensr.metrics import to_wide
 
-    long = pd.read_parquet(_need(path, "metric table", "run `gensr score` first"))
-    wide = to_wide(long).reset_index() if "clip_id" not in to_wide(long).columns else to_wide(long)
-    return wide.sort_values("clip_id", kind="mergesort").reset_index(drop=True)
+    long = pd.read_parquet(_need(path, "metric table", "score the candidates first: `gensr score --candidates "
+                                 f"{path.parent.parent.parent / 'candidates' / path.parent.name / 'manifest.parquet'} --out {path}`"))
+    return _wide(to_wide(long))
 
 
 def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = None) -> dict:
