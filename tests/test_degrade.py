@@ -156,6 +156,11 @@ def test_reverb_output_is_aligned_with_clean(method):
         assert p.rt60_s[0] <= target <= p.rt60_s[1]
         assert best_lag(clean, wet) == 0
         assert snr_db(clean, wet) < 20  # the tail is really there
+        if method == "image_source":
+            assert p.distance_m[0] - 1e-9 <= applied["distance_m"] <= p.distance_m[1] + 1e-9
+            room, margin = np.array(applied["room_m"]), p.wall_margin_m
+            for point in (applied["source_m"], applied["mic_m"]):
+                assert np.all(np.array(point) >= margin) and np.all(np.array(point) <= room - margin)
 
 
 @pytest.mark.parametrize("rt60", [0.25, 0.5])
@@ -261,12 +266,19 @@ def test_mulaw_error_and_levels(bits):
     assert np.max(np.abs(yx - x)[quiet]) < np.max(np.abs(yx - x)[~quiet])
 
 
+def test_codec_saturates_at_full_scale_and_says_so():
+    x = np.linspace(-2, 2, 1000)
+    p = params({"degrade.codec.kinds": ["quantize"], "degrade.codec.bits": [16, 16]}).degrade.codec
+    y, applied = D.codec(x, SR, np.random.default_rng(0), p)
+    assert np.abs(y).max() <= 1.0 and applied["saturated"] == np.mean(np.abs(x) > 1)
+
+
 def test_codec_records_bits_and_quantizes(tmp_path):
     x = speechlike(7)
     for kind in ["quantize", "mulaw"]:
         p = params({"degrade.codec.kinds": [kind], "degrade.codec.bits": [5, 5]}).degrade.codec
         y, applied = D.codec(x, SR, np.random.default_rng(0), p)
-        assert applied == {"type": "codec", "kind": kind, "bits": 5}
+        assert applied == {"type": "codec", "kind": kind, "saturated": 0.0, "bits": 5}
         assert len(np.unique(y)) <= 32 and len(y) == len(x)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from gensr.config.base import Block
@@ -54,16 +55,20 @@ class ReverbParams(Block):
     room_length_m: Range = Field(description="image_source only: length and width of the room.")
     room_height_m: Range = Field(description="image_source only.")
     wall_margin_m: float = Field(gt=0, description="image_source only: source and mic keep this far from walls.")
+    distance_m: Range = Field(description="image_source only: source-mic distance (sets the DRR with the room).")
     user_rir_dir: Path | None = Field(description="If set, RIRs are drawn from this folder instead of simulated.")
 
     @model_validator(mode="after")
     def _check(self):
-        for name in ("rt60_s", "drr_db", "room_length_m", "room_height_m"):
+        for name in ("rt60_s", "drr_db", "room_length_m", "room_height_m", "distance_m"):
             _ordered(getattr(self, name), name)
         if self.rt60_s[0] <= 0:
             raise ValueError("rt60_s must be positive")
-        if min(self.room_length_m[0], self.room_height_m[0]) <= 2 * self.wall_margin_m:
+        inner = np.array([self.room_length_m[0], self.room_length_m[0], self.room_height_m[0]]) - 2 * self.wall_margin_m
+        if inner.min() <= 0:
             raise ValueError("the smallest room must exceed twice wall_margin_m, or no position fits")
+        if not 0 < self.distance_m[0] < np.linalg.norm(inner):
+            raise ValueError("distance_m must be positive and fit in the smallest room (minus wall margins)")
         return self
 
 

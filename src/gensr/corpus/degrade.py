@@ -262,6 +262,20 @@ def convolve_aligned(audio: np.ndarray, rir: np.ndarray, direct: int) -> np.ndar
     return fftconvolve(audio, rir)[direct : direct + len(audio)]
 
 
+def place_source_and_mic(rng: np.random.Generator, room: np.ndarray, margin: float, distance_m, tries: int = 1000):
+    """Source uniform in the room (off the walls), mic at a drawn distance in a uniform direction."""
+    for _ in range(tries):
+        source = rng.uniform(margin, room - margin)
+        direction = rng.standard_normal(3)
+        mic = source + rng.uniform(*distance_m) * direction / np.linalg.norm(direction)
+        if np.all(mic >= margin) and np.all(mic <= room - margin):
+            return source, mic
+    raise ValueError(
+        f"degrade.reverb.distance_m: no source/mic pair {list(distance_m)} m apart fits room {room.round(2).tolist()} "
+        "with wall_margin_m; lower distance_m or raise room_length_m / room_height_m"
+    )
+
+
 def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams):
     x = _as_f64(audio)
     if params.user_rir_dir is not None:
@@ -282,8 +296,7 @@ def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams):
     else:
         lo, hi = params.room_length_m
         room = np.array([rng.uniform(lo, hi), rng.uniform(lo, hi), rng.uniform(*params.room_height_m)])
-        margin = params.wall_margin_m
-        source, mic = rng.uniform(margin, room - margin), rng.uniform(margin, room - margin)
+        source, mic = place_source_and_mic(rng, room, params.wall_margin_m, params.distance_m)
         rir, direct, measured = calibrated_image_source_rir(sr, rt60_s, room, source, mic)
         applied.update(
             rt60_s=measured,
@@ -292,6 +305,7 @@ def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams):
             room_m=[float(v) for v in room],
             source_m=[float(v) for v in source],
             mic_m=[float(v) for v in mic],
+            distance_m=float(np.linalg.norm(source - mic)),
         )
     return convolve_aligned(x, rir, direct).astype(np.float32), applied
 
@@ -379,9 +393,11 @@ def sf_codec_roundtrip(x: np.ndarray, sr: int, kind: str, level: float) -> tuple
 
 
 def codec(audio, sr: int, rng: np.random.Generator, params: CodecParams):
-    x = np.clip(_as_f64(audio), -1.0, 1.0)  # a codec's full scale
+    x = _as_f64(audio)
+    saturated = float(np.mean(np.abs(x) > 1.0))
+    x = np.clip(x, -1.0, 1.0)  # a codec's full scale; the clipped fraction is recorded
     kind = params.kinds[int(rng.integers(len(params.kinds)))]
-    applied: dict = {"type": "codec", "kind": kind}
+    applied: dict = {"type": "codec", "kind": kind, "saturated": saturated}
     if kind in SF_CODECS:
         level = float(rng.uniform(*params.level))
         y, kbps = sf_codec_roundtrip(x, sr, kind, level)
