@@ -86,3 +86,24 @@ def test_no_common_clips_is_a_clear_error():
     aligned["clip_id"] = "x" + aligned["clip_id"]
     with pytest.raises(ValueError, match="share no test clips"):
         compare(base, aligned, METRICS, n_bootstrap=200, confidence=0.95, seed=0)
+
+
+def test_evaluation_table_stage_writes_dvc_metrics_and_table1(tmp_path, project_params):
+    import json
+
+    from gensr.stages.align import evaluation_dir, evaluation_table
+    from gensr.storage import write_json
+
+    params = project_params([f"paths.reports={tmp_path / 'reports'}", "evaluate.paradigms=[ar, fm]"])
+    base, aligned = _tables()
+    for i, p in enumerate(["ar", "fm"]):
+        res = compare(base, aligned, METRICS, n_bootstrap=200, confidence=0.95, seed=i)
+        res.update(paradigm=p, strategy="multi", degraded={"pesq": 1.1, "wer": 0.6, "dnsmos": 2.0, "spk": 0.7})
+        write_json(res, evaluation_dir(params, p) / "evaluation.json")
+    out = evaluation_table(params)
+    metrics = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    assert set(metrics) == {"ar", "fm"} and metrics["ar"]["target_met"] is True
+    assert set(metrics["fm"]["metrics"]["pesq"]) == {"base", "aligned", "diff", "ci_low", "ci_high"}
+    table = pd.read_csv(tmp_path / "reports" / "table1.csv")
+    assert list(table["model"]) == ["degraded input", "base", "aligned (multi)", "base", "aligned (multi)"]
+    assert "| ar | aligned (multi) |" in out["markdown"]
