@@ -178,6 +178,15 @@ def test_image_source_rir_is_calibrated_to_target_rt60(rt60):
     assert rir[first] > 0.1
 
 
+def test_image_source_calibration_holds_across_random_rooms():
+    p = params({"degrade.reverb.methods": ["image_source"]}).degrade.reverb
+    impulse = np.zeros(SR // 10, dtype=np.float32)
+    impulse[0] = 1.0
+    for seed in range(20):
+        _, applied = D.reverberate(impulse, SR, np.random.default_rng(seed), p)
+        assert abs(applied["rt60_s"] / applied["rt60_target_s"] - 1) <= 0.02
+
+
 def test_user_rir_is_aligned_on_its_direct_path(tmp_path):
     rir = np.concatenate([np.zeros(137), 0.4 * D.simulated_rir(SR, np.random.default_rng(5), 0.35, 3.0)])
     write_wav(tmp_path / "rirs" / "room.wav", rir, SR)

@@ -45,7 +45,7 @@ NOISE_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
 SF_CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 SPEED_OF_SOUND = 343.0  # m/s
-ISM_CALIBRATION_STEPS = 4
+ISM_CALIBRATION_STEPS = 8
 
 
 def stable_hash(text: str) -> int:
@@ -209,13 +209,13 @@ def image_source_rir(sr: int, rt60_design_s: float, room, source, mic) -> tuple[
     """Shoebox RIR by the image method (Allen & Berkley), frequency-independent walls whose
     absorption gives `rt60_design_s` by Eyring's formula; returns (rir with unit direct path, direct index).
 
-    Images are kept up to twice the design RT60's travel distance, delays rounded to the sample.
+    Images are kept up to 1.5x the design RT60's travel distance, delays rounded to the sample.
     """
     room, source, mic = (np.asarray(v, dtype=np.float64) for v in (room, source, mic))
     volume = np.prod(room)
     surface = 2 * (room[0] * room[1] + room[0] * room[2] + room[1] * room[2])
     beta = np.sqrt(np.exp(-0.161 * volume / (surface * rt60_design_s)))  # pressure reflection coefficient
-    reach = 2 * SPEED_OF_SOUND * rt60_design_s
+    reach = 1.5 * SPEED_OF_SOUND * rt60_design_s  # ~0.95 x the calibrated RT60: -57 dB, past the T20 fit
     coords, reflections = [], []
     for axis in range(3):
         n = np.arange(-(int(reach / (2 * room[axis])) + 1), int(reach / (2 * room[axis])) + 2)
@@ -233,16 +233,28 @@ def image_source_rir(sr: int, rt60_design_s: float, room, source, mic) -> tuple[
 
 def calibrated_image_source_rir(sr: int, rt60_s: float, room, source, mic) -> tuple[np.ndarray, int, float]:
     """The image method decays slower than Eyring predicts (axial and tangential paths meet few
-    walls), so the design RT60 is corrected until the Schroeder RT60 lands within 2 % of rt60_s.
-    Returns (rir, direct index, measured RT60)."""
-    design = rt60_s
+    walls), so the design RT60 is solved for, by secant steps on log RT60, until the Schroeder RT60
+    is within 2 % of rt60_s. Returns the closest (rir, direct index, measured RT60)."""
+    tried: list[tuple[float, float, np.ndarray, int]] = []  # (log design, log error, rir, direct)
+    log_design = np.log(rt60_s)
     for _ in range(ISM_CALIBRATION_STEPS):
-        rir, direct = image_source_rir(sr, design, room, source, mic)
+        rir, direct = image_source_rir(sr, float(np.exp(log_design)), room, source, mic)
         measured = estimate_rt60(rir, sr)
-        if measured is None or abs(measured - rt60_s) <= 0.02 * rt60_s:
+        if measured is None:
             break
-        design *= rt60_s / measured
-    return rir, direct, measured
+        tried.append((log_design, np.log(measured / rt60_s), rir, direct))
+        if abs(measured - rt60_s) <= 0.02 * rt60_s:
+            break
+        x1, f1 = tried[-1][:2]
+        if len(tried) == 1 or tried[-2][1] == f1:
+            log_design = x1 - f1  # first step: assume the measured RT60 scales with the design
+        else:
+            x0, f0 = tried[-2][:2]
+            log_design = x1 - f1 * (x1 - x0) / (f1 - f0)
+    if not tried:
+        return rir, direct, None
+    _, error, rir, direct = min(tried, key=lambda t: abs(t[1]))
+    return rir, direct, float(rt60_s * np.exp(error))
 
 
 def estimate_rt60(rir: np.ndarray, sr: int) -> float | None:
