@@ -82,6 +82,7 @@ def dpo_command(
 def evaluate_command(
     paradigm: str = ParadigmOption,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Aligned checkpoint [default: evaluate.strategy]."),
+    split: str = typer.Option("test", "--split", help="test (the report) or valid (tuning, reports/evaluation_valid)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
@@ -90,7 +91,7 @@ def evaluate_command(
 
     cfg = load(params, set_)
     try:
-        res = evaluate_paradigm(cfg, paradigm, strategy)
+        res = evaluate_paradigm(cfg, paradigm, strategy, split)
     except (FileNotFoundError, KeyError, ValueError) as err:
         _fail(err)
     typer.echo(res["markdown"])

@@ -55,8 +55,10 @@ def aligned_dir(params: Params, paradigm: str, strategy: str) -> Path:
     return Path(params.paths.models) / "aligned" / paradigm / strategy_slug(strategy)
 
 
-def evaluation_dir(params: Params, paradigm: str) -> Path:
-    return Path(params.paths.reports) / "evaluation" / paradigm
+def evaluation_dir(params: Params, paradigm: str, split: str = "test") -> Path:
+    """reports/evaluation/<paradigm>; a tuning split other than test goes to reports/evaluation_<split>/."""
+    name = "evaluation" if split == "test" else f"evaluation_{split}"
+    return Path(params.paths.reports) / name / paradigm
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -202,24 +204,24 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
 # --- evaluate -------------------------------------------------------------------------------
 
 
-def restore_and_score(params: Params, paradigm: str, checkpoint: Path, out_dir: Path) -> pd.DataFrame:
-    """Restore the test split with `checkpoint` into `out_dir` and score it: wide table, clip_id = deg_id."""
+def restore_and_score(params: Params, paradigm: str, checkpoint: Path, out_dir: Path, split: str = "test") -> pd.DataFrame:
+    """Restore `split` with `checkpoint` into `out_dir` and score it: wide table, clip_id = deg_id."""
     from gensr.metrics import to_wide
     from gensr.metrics.suite import score_manifest
     from gensr.stages.sample import restore_split
 
-    manifest = restore_split(params, paradigm, checkpoint, split="test", out_dir=out_dir,
+    manifest = restore_split(params, paradigm, checkpoint, split=split, out_dir=out_dir,
                              max_clips=params.evaluate.max_clips)
     long = score_manifest(params, manifest, out_dir / "metrics.parquet")
     return to_wide(long)
 
 
-def degraded_input_scores(params: Params) -> pd.DataFrame:
-    """Scores of the degraded test inputs against clean (the Table-1 'degraded input' row)."""
+def degraded_input_scores(params: Params, split: str = "test") -> pd.DataFrame:
+    """Scores of the degraded inputs against clean (the Table-1 'degraded input' row)."""
     from gensr.metrics import to_wide
     from gensr.metrics.suite import score_inputs
 
-    return to_wide(score_inputs(params, split="test"))
+    return to_wide(score_inputs(params, split=split))
 
 
 def _wide(df: pd.DataFrame) -> pd.DataFrame:
@@ -227,19 +229,24 @@ def _wide(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("clip_id", kind="mergesort").reset_index(drop=True)
 
 
-def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None) -> dict:
-    """Base vs aligned on the test split (never used for pairs); writes reports/evaluation/<paradigm>/."""
+def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None, split: str = "test") -> dict:
+    """Base vs aligned on the test split (never used for pairs); writes reports/evaluation/<paradigm>/.
+
+    `split="valid"` runs the same comparison on the valid split, for tuning DPO without touching test.
+    """
+    if split == "train":
+        raise ValueError("evaluate on 'test' (or 'valid' for tuning); train clips made the pairs")
     from gensr.evaluate.compare import compare
     from gensr.evaluate.table import table_markdown
 
     strategy = strategy or params.evaluate.strategy
-    out = evaluation_dir(params, paradigm)
+    out = evaluation_dir(params, paradigm, split)
     base_ckpt = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
     aligned_ckpt = _need(aligned_dir(params, paradigm, strategy) / "restorer.pt", "aligned checkpoint",
                          f"run `gensr dpo --paradigm {paradigm} --strategy {strategy}`")
-    base = _wide(restore_and_score(params, paradigm, base_ckpt, out / "base"))
-    aligned = _wide(restore_and_score(params, paradigm, aligned_ckpt, out / strategy_slug(strategy)))
-    degraded = _wide(degraded_input_scores(params))
+    base = _wide(restore_and_score(params, paradigm, base_ckpt, out / "base", split))
+    aligned = _wide(restore_and_score(params, paradigm, aligned_ckpt, out / strategy_slug(strategy), split))
+    degraded = _wide(degraded_input_scores(params, split))
     names = [c for c in base.columns if c != "clip_id" and c in aligned.columns]
     if params.pairs.metrics is not None:
         names = [n for n in names if n in params.pairs.metrics]
@@ -250,11 +257,12 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
     deg = degraded[degraded["clip_id"].isin(common)]
     res["degraded"] = {m.name: float(np.nanmean(deg[m.name])) if m.name in deg and len(deg) else float("nan")
                        for m in infos}
-    res.update(paradigm=paradigm, strategy=strategy, base_checkpoint=str(base_ckpt), aligned_checkpoint=str(aligned_ckpt))
+    res.update(paradigm=paradigm, strategy=strategy, split=split, base_checkpoint=str(base_ckpt), aligned_checkpoint=str(aligned_ckpt))
     write_json(res, out / "evaluation.json")
     md = table_markdown(res["degraded"], {paradigm: res}, infos, strategy, params.evaluate.confidence)
     _write_text(out / "table.md", md)
-    _log_evaluation_to_dpo_run(params, paradigm, strategy, res, out / "table.md")
+    if split == "test":
+        _log_evaluation_to_dpo_run(params, paradigm, strategy, res, out / "table.md")
     return {**res, "markdown": md}
 
 
