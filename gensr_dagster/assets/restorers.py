@@ -3,7 +3,6 @@
 The two restorer assets are partitioned by paradigm (ar, mgm, fm); the codec is shared.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 
