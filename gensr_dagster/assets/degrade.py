@@ -34,7 +34,7 @@ def degraded_corpus(context: dg.AssetExecutionContext, params: ParamsResource) -
     context.log.info(f"degraded {summary['n_degraded']} clips in {summary['seconds']} s")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(out_dir)),
+            "path": dg.MetadataValue.path(str(out_dir.resolve())),
             "n_clean": summary["n_clean"],
             "n_degraded": summary["n_degraded"],
             "total_hours": dg.MetadataValue.float(summary["hours"]),
