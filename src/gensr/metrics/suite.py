@@ -41,6 +41,10 @@ LONG_SCHEMA = pa.schema(
     ]
 )
 INPUT_COLUMNS = ("clip_id", "path", "ref_path", "text")
+# Values are rounded to 1e-10: BLAS/FFT code paths depend on array alignment and move the last
+# bit of some scores (seen in pystoi), which would break byte-identical tables; 1e-10 is far
+# below every metric's resolution.
+DECIMALS = 10
 
 
 # --- reading one row -------------------------------------------------------------------
@@ -137,7 +141,7 @@ class ShardScorer:
                 else:
                     score = scores[clip_id][name]
                     value, reason = score.value, score.reason
-                records.append((clip_id, name, value, reason, info.backend, info.version))
+                records.append((clip_id, name, round(value, DECIMALS), reason, info.backend, info.version))
         return long_table(records), seconds
 
 
