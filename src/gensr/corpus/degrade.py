@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
+import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -383,23 +383,25 @@ def mulaw_expand(c: np.ndarray, bits: int) -> np.ndarray:
 
 
 def sf_codec_roundtrip(x: np.ndarray, sr: int, kind: str, level: float) -> tuple[np.ndarray, float]:
-    """Encode and decode in memory with libsndfile's MP3/Opus; returns (audio, bitrate in kbit/s).
+    """Encode and decode with libsndfile's MP3/Opus; returns (audio, bitrate in kbit/s).
 
-    libsndfile removes the encoder delay on decode, so the output stays sample-aligned.
+    libsndfile removes the encoder delay on decode, so the output stays sample-aligned. It goes
+    through a temp file, not BytesIO: with BytesIO a Ctrl-C inside soundfile's write callback is
+    swallowed by cffi and leaves a silently corrupt stream.
     """
     fmt, subtype = SF_CODECS[kind]
-    buf = io.BytesIO()
-    try:
-        with sf.SoundFile(buf, "w", sr, 1, format=fmt, subtype=subtype, compression_level=level) as f:
-            f.write(x.astype(np.float32))
-        n_bytes = buf.tell()
-        buf.seek(0)
-        y, _ = sf.read(buf, dtype="float32")
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(
-            f"degrade.codec: {kind} at {sr} Hz, level {level:.3f} failed in libsndfile ({err}); "
-            "remove it from degrade.codec.kinds or change degrade.codec.level"
-        ) from None
+    with tempfile.TemporaryDirectory(prefix="gensr_codec_") as tmp:
+        path = Path(tmp) / f"clip.{'mp3' if kind == 'mp3' else 'ogg'}"
+        try:
+            with sf.SoundFile(path, "w", sr, 1, format=fmt, subtype=subtype, compression_level=level) as f:
+                f.write(x.astype(np.float32))
+            y, _ = sf.read(path, dtype="float32")
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise ValueError(
+                f"degrade.codec: {kind} at {sr} Hz, level {level:.3f} failed in libsndfile ({err}); "
+                "remove it from degrade.codec.kinds or change degrade.codec.level"
+            ) from None
+        n_bytes = path.stat().st_size
     y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
     return y, n_bytes * 8 / (len(x) / sr) / 1000
 
