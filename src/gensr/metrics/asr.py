@@ -127,7 +127,7 @@ class WhisperRecognizer:
 
     def transcribe(self, audio: np.ndarray, clip_id: str) -> str:
         result = self.model.transcribe(
-            np.ascontiguousarray(audio, np.float32),
+            np.array(audio, np.float32),  # a writable copy: whisper wraps it with torch.from_numpy
             language=self.params.whisper_language,
             fp16=False,
             temperature=0.0,
