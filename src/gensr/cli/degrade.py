@@ -12,8 +12,8 @@ from gensr.cli import ParamsOption, SetOption, app, load
 
 @app.command("degrade")
 def degrade_command(
-    clean: Optional[Path] = typer.Option(None, "--clean", help="Clean corpus dir [default: <paths.data>/clean]."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output dir [default: <paths.data>/degraded]."),
+    clean: Optional[Path] = typer.Option(None, "--clean", help="Clean corpus dir (default: <paths.data>/clean)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default: <paths.data>/degraded)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
