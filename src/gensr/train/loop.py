@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 import torch
 from torch import nn
 
@@ -75,6 +76,8 @@ def fit(model: nn.Module, loss_fn: LossFn, parameters: list[nn.Parameter], clips
         log_every_n_steps=10,
         num_sanity_val_steps=0,
         enable_progress_bar=True,
+        # tqdm rather than rich: rich prints nothing until the end when stderr is not a terminal
+        callbacks=[TQDMProgressBar(refresh_rate=20)],
     )
     model.train()
     start = time.perf_counter()
