@@ -13,7 +13,7 @@ from gensr.cli import ParamsOption, SetOption, app, load
 
 @app.command("corpus")
 def corpus_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Output dir [default: <paths.data>/clean]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default: <paths.data>/clean)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
