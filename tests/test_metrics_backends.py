@@ -144,3 +144,20 @@ def test_ecapa_hub_id_fails_fast_offline(monkeypatch, tmp_path):
     with pytest.raises(MissingWeights, match="metrics.speaker.ecapa_source"):
         load_ecapa(params)
     assert time.perf_counter() - start < 1.0
+
+
+def test_suite_stops_with_the_param_when_weights_are_missing(monkeypatch, tmp_path):
+    from gensr.config import load_params
+    from gensr.metrics import score_manifest
+    from gensr.metrics.asr import MissingWeights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    wav = tmp_path / "a.wav"
+    import soundfile as sf
+
+    sf.write(wav, speechlike(), 16000)
+    params = load_params(PARAMS, ["metrics.names=[wer]", "metrics.content.backend=whisper",
+                                  "metrics.content.whisper_model=tiny", "metrics.workers=1"])
+    with pytest.raises(MissingWeights, match="metrics.content.whisper_model"):
+        score_manifest(params, [{"clip_id": "a", "path": str(wav), "text": "a"}], tmp_path / "out.parquet", progress=False)

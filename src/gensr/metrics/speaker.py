@@ -2,9 +2,9 @@
 
 Backends:
 - `resemblyzer` (default): the GE2E encoder whose weights ship in the wheel. Same numbers as
-  `VoiceEncoder.embed_utterance(preprocess_wav(x))`, but the partial windows of a whole batch
-  of clips go through the LSTM in one call, and reference embeddings are cached by path, so
-  N candidates of one clip embed their shared reference once.
+  `VoiceEncoder.embed_utterance(preprocess_wav(x))` (to ~1e-7), but the partial windows of a
+  whole batch of clips go through the LSTM in one call, and reference embeddings are shared by
+  path within a batch, so N candidates of one clip embed their reference once.
 - `ecapa`: speechbrain's `EncoderClassifier.from_hparams(source=metrics.speaker.ecapa_source)`,
   a local folder (hyperparams.yaml + checkpoints) or a hub id (needs the HF cache offline).
 """
@@ -149,13 +149,17 @@ class SpeakerCosine(Scorer):
                 usable.append(i)
         if not usable:
             return results
+        # References are cached for this batch (a shard) only: the batch a reference is embedded
+        # in then never depends on which worker scored which shard before, so tables stay
+        # byte-identical; candidates of one clip share a shard because rows are sorted by id.
+        self._references.clear()
         try:
             subset = [clips[i] for i in usable]
             references = self._reference_embeddings(subset)
             candidates = self.embedder.embed([clip.audio_at(SAMPLE_RATE) for clip in subset])
         except MissingWeights:
             raise
-        except Exception as err:  # fall back to clip-by-clip so one bad clip only fails itself
+        except Exception:  # fall back to clip-by-clip so one bad clip only fails itself
             return [results[i] or self.guarded(clips[i], lambda c: self._one(c)) for i in range(len(clips))]
         for i, ref, cand in zip(usable, references, candidates):
             if isinstance(ref, str):

@@ -152,6 +152,7 @@ def long_table(records: Iterable[tuple]) -> pa.Table:
 
 
 _WORKER: ShardScorer | None = None
+_WORKER_ERROR: str | None = None
 
 
 def _init_worker(params_json: str) -> None:
@@ -161,11 +162,16 @@ def _init_worker(params_json: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    global _WORKER
-    _WORKER = ShardScorer(MetricsParams.model_validate_json(params_json))
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = ShardScorer(MetricsParams.model_validate_json(params_json))
+    except Exception as err:  # re-raised per task: a failing initializer only says "BrokenProcessPool"
+        _WORKER_ERROR = f"{type(err).__name__}: {err}"
 
 
 def _score_shard(rows: list[dict], path: str) -> dict[str, float]:
+    if _WORKER is None:
+        raise RuntimeError(f"metric worker could not load its models: {_WORKER_ERROR}")
     table, seconds = _WORKER.score(rows)
     write_parquet(table, path)
     return seconds
