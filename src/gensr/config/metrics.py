@@ -39,6 +39,9 @@ class ContentParams(Block):
         description="pocketsphinx: 'corpus_templates' (JSGF from gensr.corpus.templates), a path to a .jsgf file, "
         "or null for the default en-us language model."
     )
+    non_rhotic_variants: bool = Field(
+        description="pocketsphinx + grammar: add British (non-rhotic) pronunciations of the grammar's words."
+    )
     dither: float = Field(ge=0, description="Uniform noise amplitude added before decoding: digital silence breaks pocketsphinx.")
     pocketsphinx_options: dict[str, float | int | bool | str] = Field(
         description="Extra pocketsphinx Decoder config (e.g. wip, fsgusefiller), tuned on the embedded corpus' valid split."
