@@ -212,7 +212,15 @@ def restore_and_score(params: Params, paradigm: str, checkpoint: Path, out_dir: 
 
     manifest = restore_split(params, paradigm, checkpoint, split=split, out_dir=out_dir,
                              max_clips=params.evaluate.max_clips)
-    long = score_manifest(params, manifest, out_dir / "metrics.parquet")
+    # Scoring dominates the cost; reuse the table when the restored audio and metrics params are unchanged
+    # (e.g. the base side while DPO is being tuned).
+    key = {"manifest_sha256": file_sha256(manifest), "checkpoint_sha256": file_sha256(checkpoint),
+           "metrics": params.metrics.model_dump(mode="json", exclude={"workers", "shard_size"})}
+    table, key_path = out_dir / "metrics.parquet", out_dir / "metrics.key.json"
+    if table.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == json.loads(json.dumps(key)):
+        return to_wide(pd.read_parquet(table))
+    long = score_manifest(params, manifest, table)
+    write_json(key, key_path)
     return to_wide(long)
 
 
