@@ -210,30 +210,31 @@ def test_cli_scores_a_folder_of_files(corpus, tmp_path):
     assert "3 clips had a reference, 3 a transcript" in result.output
 
 
-def degraded_dir(root: Path, manifest: pd.DataFrame, out: Path) -> Path:
-    """A minimal degraded corpus (manifest per the interface) of the test split at 5 dB."""
+def degraded_dir(root: Path, manifest: pd.DataFrame, out: Path, id_column="deg_id", suffix="__d0") -> Path:
+    """A minimal degraded (or candidates) folder, manifest per the interface, test split at 5 dB."""
     rows = []
     for r in manifest[manifest.split == "test"].sort_values("utt_id").head(4).itertuples():
         clean = sf.read(root / "clean" / r.path, dtype="float32")[0]
-        deg_id = f"{r.utt_id}__d0"
+        clip_id = f"{r.utt_id}{suffix}"
         (out / "wav").mkdir(parents=True, exist_ok=True)
-        sf.write(out / "wav" / f"{deg_id}.wav", white_noise_at(clean, 5.0, 1), 16000, subtype="FLOAT")
-        rows.append(dict(deg_id=deg_id, utt_id=r.utt_id, path=f"wav/{deg_id}.wav",
-                         clean_path=os.path.relpath(root / "clean" / r.path, out), text=r.text, split="test"))
+        sf.write(out / "wav" / f"{clip_id}.wav", white_noise_at(clean, 5.0, 1), 16000, subtype="FLOAT")
+        rows.append({id_column: clip_id, "utt_id": r.utt_id, "path": f"wav/{clip_id}.wav",
+                     "clean_path": os.path.relpath(root / "clean" / r.path, out), "text": r.text, "split": "test"})
     pd.DataFrame(rows).to_parquet(out / "manifest.parquet")
     return out
 
 
-def test_score_inputs_stage_and_dagster_asset(corpus, tmp_path):
+def test_score_stages_and_dagster_asset(corpus, tmp_path):
     import dagster as dg
 
-    from gensr.stages.score import score_degraded_inputs
+    from gensr.stages.score import score_candidates, score_degraded_inputs
     from gensr_dagster.assets.metrics import metric_tables, metric_tables_nan_rate
     from gensr_dagster.resources import ParamsResource
 
     root, manifest, _ = corpus
     data = tmp_path / "data"
     degraded_dir(root, manifest, data / "degraded")
+    degraded_dir(root, manifest, data / "candidates" / "ar", id_column="cand_id", suffix="__d0__c0")
     overrides = [FAST, "metrics.workers=1", f"paths.data={data}", f"paths.reports={tmp_path / 'reports'}"]
     summary = score_degraded_inputs(load(overrides))
     table = data / "metrics" / "degraded_test.parquet"
@@ -241,11 +242,15 @@ def test_score_inputs_stage_and_dagster_asset(corpus, tmp_path):
     stamp = table.stat().st_mtime_ns
     assert score_degraded_inputs(load(overrides))["n_clips"] == 4
     assert table.stat().st_mtime_ns == stamp  # same rows and params: reused, not rescored
+    candidates = score_candidates(load(overrides), "ar")
+    long = pd.read_parquet(data / "metrics" / "ar" / "metrics.parquet")
+    assert candidates["n_clips"] == 4 and long.clip_id.str.endswith("__c0").all() and long.value.notna().all()
 
-    result = dg.materialize([metric_tables, metric_tables_nan_rate],
+    result = dg.materialize([metric_tables, metric_tables_nan_rate], partition_key="ar",
                             resources={"params": ParamsResource(params_path=str(PARAMS), overrides=overrides)})
     assert result.success
     meta = result.asset_materializations_for_node("metric_tables")[0].metadata
-    assert meta["n_clips"].value == 4 and "si_sdr/mean" in meta and Path(meta["histograms"].value).is_file()
+    assert meta["candidates/n_clips"].value == 4 and meta["inputs/n_clips"].value == 4
+    assert "candidates/si_sdr/mean" in meta and Path(meta["candidates/histograms"].value).is_file()
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 1 and checks[0].passed

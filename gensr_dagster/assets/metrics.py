@@ -1,63 +1,89 @@
-"""Asset `metric_tables` (degraded test inputs scored against clean) and its NaN-rate check."""
+"""Asset `metric_tables` per paradigm (candidates and degraded inputs scored against clean)
+and its NaN-rate check."""
 
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from gensr.config.align import PARADIGMS
 from gensr_dagster.resources import ParamsResource
 
+paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 
-def _table_path(cfg) -> Path:
+
+def _tables(cfg, paradigm: str) -> dict[str, Path]:
+    """name -> long table of this partition: the paradigm's candidates and the degraded inputs."""
     from gensr.metrics.suite import inputs_table_path
+    from gensr.stages.score import candidates_table
 
-    return inputs_table_path(cfg, cfg.metrics.score_inputs_split)
+    return {"candidates": candidates_table(cfg, paradigm),
+            "inputs": inputs_table_path(cfg, cfg.metrics.score_inputs_split)}
 
 
-@dg.asset(
-    deps=["degraded_corpus"],
-    group_name="metrics",
-    description="Long metric table (clip x metric: value, reason, backend, version) of the degraded "
-    "split metrics.score_inputs_split scored against clean: the 'degraded input' baseline.",
-)
-def metric_tables(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
-    from gensr.stages.score import plot_histograms, score_degraded_inputs
-
-    cfg = params.load()
-    summary = score_degraded_inputs(cfg)
-    long = pd.read_parquet(summary["path"])
-    plot = plot_histograms(long, Path(cfg.paths.reports) / "metrics" / f"degraded_{summary['split']}_hist.png",
-                           f"degraded {summary['split']} vs clean ({summary['n_clips']} clips)")
+def _summary_md(summary: dict) -> str:
     lines = ["| metric | mean | std | NaN | top NaN reason |", "|---|---|---|---|---|"]
     for metric, s in summary["metrics"].items():
         lines.append(f"| {metric} | {s['mean']} | {s['std']} | {s['nan']}/{s['n']} | {s['top_nan_reason'] or ''} |")
-    meta = {
-        "path": dg.MetadataValue.path(str(Path(summary["path"]).resolve())),
-        "n_clips": summary["n_clips"],
-        "n_rows": summary["n_rows"],
-        "wall_seconds": dg.MetadataValue.float(float(summary["wall_seconds"])),
-        "summary": dg.MetadataValue.md("\n".join(lines)),
-        "histograms": dg.MetadataValue.path(str(plot.resolve())),
-    }
-    for metric, s in summary["metrics"].items():
-        meta[f"{metric}/mean"] = dg.MetadataValue.float(float("nan") if s["mean"] is None else s["mean"])
-        meta[f"{metric}/std"] = dg.MetadataValue.float(float("nan") if s["std"] is None else s["std"])
-        meta[f"{metric}/nan"] = s["nan"]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    deps=["degraded_corpus", "candidate_samples"],
+    partitions_def=paradigm_partitions,
+    group_name="metrics",
+    description="Long metric tables (clip x metric: value, reason, backend, version): the paradigm's "
+    "candidates vs clean (for preference pairs) and the degraded split metrics.score_inputs_split vs clean.",
+)
+def metric_tables(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
+    from gensr.stages.score import candidates_manifest, plot_histograms, score_candidates, score_degraded_inputs
+
+    cfg = params.load()
+    paradigm = context.partition_key
+    summaries = {"inputs": score_degraded_inputs(cfg)}
+    if candidates_manifest(cfg, paradigm).is_file():
+        summaries["candidates"] = score_candidates(cfg, paradigm)
+    else:
+        context.log.warning(f"{candidates_manifest(cfg, paradigm)} missing: only the degraded inputs were scored")
+    meta = {}
+    for name, summary in summaries.items():
+        long = pd.read_parquet(summary["path"])
+        plot = plot_histograms(long, Path(cfg.paths.reports) / "metrics" / f"{paradigm}_{name}_hist.png",
+                               f"{paradigm} {name} ({summary['n_clips']} clips)")
+        meta[f"{name}/path"] = dg.MetadataValue.path(str(Path(summary["path"]).resolve()))
+        meta[f"{name}/n_clips"] = summary["n_clips"]
+        meta[f"{name}/wall_seconds"] = dg.MetadataValue.float(float(summary["wall_seconds"]))
+        meta[f"{name}/summary"] = dg.MetadataValue.md(_summary_md(summary))
+        meta[f"{name}/histograms"] = dg.MetadataValue.path(str(plot.resolve()))
+        for metric, s in summary["metrics"].items():
+            meta[f"{name}/{metric}/mean"] = dg.MetadataValue.float(float("nan") if s["mean"] is None else s["mean"])
+            meta[f"{name}/{metric}/std"] = dg.MetadataValue.float(float("nan") if s["std"] is None else s["std"])
+            meta[f"{name}/{metric}/nan"] = s["nan"]
     return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset_check(asset=metric_tables, blocking=True,
-                description="Every metric's NaN fraction is at most metrics.max_nan_rate.")
-def metric_tables_nan_rate(params: ParamsResource) -> dg.AssetCheckResult:
+                description="Every metric's NaN fraction is at most metrics.max_nan_rate, in every table written.")
+def metric_tables_nan_rate(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     from gensr.stages.score import nan_rates
 
     cfg = params.load()
-    path = _table_path(cfg)
-    if not path.is_file():
-        return dg.AssetCheckResult(passed=False, description=f"{path} missing")
-    rates = nan_rates(pd.read_parquet(path))
+    try:
+        paradigms = [context.partition_key] if context.has_partition_key else list(PARADIGMS)
+    except Exception:  # checks of older Dagster versions have no partition context
+        paradigms = list(PARADIGMS)
+    rates, over = {}, {}
+    for paradigm in paradigms:
+        for name, path in _tables(cfg, paradigm).items():
+            if path.is_file():
+                for metric, rate in nan_rates(pd.read_parquet(path)).items():
+                    key = f"{name}/{metric}" if name == "inputs" else f"{paradigm}/{metric}"
+                    rates[key] = rate
+                    if rate > cfg.metrics.max_nan_rate:
+                        over[key] = rate
+    if not rates:
+        return dg.AssetCheckResult(passed=False, description="no metric table found")
     worst = max(rates, key=rates.get)
-    over = {m: r for m, r in rates.items() if r > cfg.metrics.max_nan_rate}
     return dg.AssetCheckResult(
         passed=not over,
         description=(f"over metrics.max_nan_rate={cfg.metrics.max_nan_rate}: {over}" if over

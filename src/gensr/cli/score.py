@@ -1,4 +1,4 @@
-"""`gensr score` (any files) and `gensr score-inputs` (dvc stage `score_inputs`)."""
+"""`gensr score` (any files), `gensr score-inputs` and `gensr score-candidates` (dvc stages)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,24 @@ def score_inputs_command(
     cfg = load(params, set_)
     try:
         summary = score_degraded_inputs(cfg, degraded, out)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    _print_summary(summary)
+
+
+@app.command("score-candidates")
+def score_candidates_command(
+    paradigm: str = typer.Option(..., "--paradigm", help="ar | mgm | fm: scores <paths.data>/candidates/<paradigm>."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Score one paradigm's candidates against clean -> <paths.data>/metrics/<paradigm>/metrics.parquet."""
+    from gensr.stages.score import score_candidates
+
+    cfg = load(params, set_)
+    try:
+        summary = score_candidates(cfg, paradigm)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

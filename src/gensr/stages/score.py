@@ -1,8 +1,10 @@
-"""Stage `score_inputs` and the scoring door for user files (`gensr score`).
+"""Stages `score_inputs` and `score_candidates`, and the scoring door for user files (`gensr score`).
 
-`score_inputs` scores one split of the degraded corpus against its clean references into
-<paths.data>/metrics/degraded_<split>.parquet (the 'degraded input' row of the evaluation);
-candidate stages call `gensr.metrics.score_manifest` directly on their own manifests.
+- `score_inputs`: one split of the degraded corpus against its clean references ->
+  <paths.data>/metrics/degraded_<split>.parquet (+ .json summary): the 'degraded input' row.
+- `score_candidates`: every candidate of <paths.data>/candidates/<paradigm>/manifest.parquet
+  against its clean reference -> <paths.data>/metrics/<paradigm>/metrics.parquet (+ summary.json),
+  the table the preference pairs are built from.
 """
 
 from __future__ import annotations
@@ -26,6 +28,28 @@ def score_degraded_inputs(params: Params, degraded: str | Path | None = None, ou
     out = Path(out) if out else inputs_table_path(params, split)
     long = score_inputs(params, split, degraded=degraded, out=out)
     return {**long.attrs["summary"], "split": split, "path": str(out)}
+
+
+def candidates_manifest(params: Params, paradigm: str) -> Path:
+    return Path(params.paths.data) / "candidates" / paradigm / "manifest.parquet"
+
+
+def candidates_table(params: Params, paradigm: str) -> Path:
+    return Path(params.paths.data) / "metrics" / paradigm / "metrics.parquet"
+
+
+def score_candidates(params: Params, paradigm: str) -> dict:
+    """Score one paradigm's candidates against clean; returns the summary dict."""
+    from gensr.storage import write_json
+
+    manifest = candidates_manifest(params, paradigm)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: candidates manifest not found; run `gensr sample --paradigm {paradigm}` first")
+    out = candidates_table(params, paradigm)
+    long = score_manifest(params, manifest, out)
+    summary = {**long.attrs["summary"], "paradigm": paradigm}
+    write_json(summary, out.parent / "summary.json")
+    return summary
 
 
 def _audio_files(root: Path) -> dict[str, Path]:
