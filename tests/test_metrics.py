@@ -179,3 +179,20 @@ def test_to_wide_pivots_one_row_per_clip():
     wide = to_wide(long)
     assert list(wide.columns) == ["clip_id", "pesq_wb", "wer"]
     assert list(wide.clip_id) == ["a", "b"] and np.isnan(wide.wer[0]) and wide.pesq_wb[1] == 2.0
+
+
+def test_an_unexpected_error_costs_only_its_clip(corpus):
+    from gensr.metrics.si_sdr import SiSdr
+    from gensr.metrics.suite import scored_batch
+
+    class Fragile(SiSdr):
+        def score_batch(self, clips):
+            if any(c.clip_id == "bad" for c in clips):
+                raise RuntimeError("backend exploded")
+            return super().score_batch(clips)
+
+    manifest, audio = corpus
+    x = audio[manifest.utt_id[0]]
+    out = scored_batch(Fragile(), [clip_of(x, x, "good"), clip_of(x, x, "bad")])
+    assert out[0]["si_sdr"].value > 100
+    assert np.isnan(out[1]["si_sdr"].value) and "backend exploded" in out[1]["si_sdr"].reason

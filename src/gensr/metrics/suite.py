@@ -127,7 +127,7 @@ class ShardScorer:
         scores: dict[str, dict] = {c.clip_id: {} for c in clips}
         for scorer in self.scorers:
             start = time.perf_counter()
-            for clip, result in zip(clips, scorer.score_batch(clips)):
+            for clip, result in zip(clips, scored_batch(scorer, clips)):
                 scores[clip.clip_id].update(result)
             key = type(scorer).__name__
             seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
@@ -143,6 +143,27 @@ class ShardScorer:
                     value, reason = score.value, score.reason
                 records.append((clip_id, name, round(value, DECIMALS), reason, info.backend, info.version))
         return long_table(records), seconds
+
+
+def scored_batch(scorer, clips: list) -> list[dict]:
+    """scorer.score_batch, but an exception the scorer did not turn into NaN itself costs only
+    the clip that raised it: the batch is retried clip by clip and that clip's metrics are NaN."""
+    from gensr.metrics.asr import MissingWeights
+
+    try:
+        return scorer.score_batch(clips)
+    except MissingWeights:
+        raise
+    except Exception:
+        out = []
+        for clip in clips:
+            try:
+                out.append(scorer.score_batch([clip])[0])
+            except MissingWeights:
+                raise
+            except Exception as err:
+                out.append(scorer.all_nan(f"{type(err).__name__}: {err}".replace("\n", " ")[:300]))
+        return out
 
 
 def long_table(records: Iterable[tuple]) -> pa.Table:
