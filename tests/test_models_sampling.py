@@ -100,3 +100,16 @@ def test_sampling_refuses_test_split_and_wrong_paradigm(project):
         sample_candidates(with_overrides(project, ["sample.split=test"]), "fm")
     with pytest.raises(ValueError, match="not 'ar'"):
         sample_candidates(project, "ar", checkpoint=Path(project.paths.models) / "base/fm/restorer.pt")
+
+
+def test_dagster_assets_are_partitioned_by_paradigm():
+    import dagster as dg
+
+    from gensr_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for name in ("base_checkpoints", "candidate_samples"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def.get_partition_keys() == ["ar", "mgm", "fm"]
+    assert dg.AssetKey("codec_checkpoint") in graph.get(dg.AssetKey("base_checkpoints")).parent_keys
+    assert dg.AssetKey("base_checkpoints") in graph.get(dg.AssetKey("candidate_samples")).parent_keys

@@ -109,6 +109,21 @@ def _write_ceiling(params: Params, codec, out_dir: Path, phase: str, max_clips: 
     return write_parquet(pa.Table.from_pylist(records), out_dir / "manifest.parquet")
 
 
+def codec_ceiling(params: Params, codec, mlflow=None) -> dict:
+    """Clean test clips through the codec, with the degraded phase (what a token restorer can reach
+    at best) and with the clean phase (the codec alone), scored and compared to the degraded inputs."""
+    out = codec_dir(params)
+    degraded = degraded_inputs_wide(params)
+    ceiling = {}
+    for phase in ("degraded", "clean"):
+        manifest = _write_ceiling(params, codec, out / f"ceiling_{phase}_phase", phase, params.codec.eval_clips)
+        wide = score_wide(params, manifest, manifest.parent / "metrics.parquet")
+        ceiling[f"{phase}_phase"] = compare_to_degraded(params, wide, degraded)
+        if mlflow is not None:
+            _log_comparison(mlflow, ceiling[f"{phase}_phase"], f"ceiling_{phase}_phase")
+    return ceiling
+
+
 def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | None = None) -> dict:
     """Train the codec on the clean train split, save it and measure its ceiling on the test split."""
     import torch
@@ -129,14 +144,7 @@ def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | Non
         codec, fit_summary = train_codec_model(params.codec, params.restorers.features, clips,
                                                params.audio.sample_rate, params.seed, logger)
         ckpt = save_codec(codec, codec_checkpoint(params))
-        degraded = degraded_inputs_wide(params)
-        ceiling = {}
-        for phase in ("degraded", "clean"):
-            manifest = _write_ceiling(params, codec, out / f"ceiling_{phase}_phase", phase, params.codec.eval_clips)
-            wide = score_wide(params, manifest, manifest.parent / "metrics.parquet")
-            ceiling[f"{phase}_phase"] = compare_to_degraded(params, wide, degraded)
-            if mlflow is not None:
-                _log_comparison(mlflow, ceiling[f"{phase}_phase"], f"ceiling_{phase}_phase")
+        ceiling = codec_ceiling(params, codec, mlflow)
         summary = {**fit_summary, "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
                    "n_params": sum(p.numel() for p in codec.parameters()), "ceiling": ceiling}
         if mlflow is not None:
