@@ -19,7 +19,6 @@ import argparse
 import os
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -23,7 +23,7 @@ import numpy as np
 
 from gensr.config.metrics import ContentParams
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricInfo, Scorer, library_version
+from gensr.metrics.base import Clip, Scorer, library_version
 
 SAMPLE_RATE = 16000
 OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "GENSR_OFFLINE")

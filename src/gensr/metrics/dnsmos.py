@@ -14,7 +14,6 @@ onnxruntime sessions cut out of the original model files, with the original weig
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from gensr.config.metrics import DnsmosParams
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Score, Scorer, library_version
+from gensr.metrics.base import Clip, MetricFailure, Score, Scorer, library_version
 from gensr.metrics.onnx_weights import read_onnx, submodel
 
 SAMPLE_RATE = 16000

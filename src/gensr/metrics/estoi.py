@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
+from gensr.metrics.base import Clip, MetricFailure, Scorer, library_version
 
 SAMPLE_RATE = 16000  # pystoi resamples internally to 10 kHz; we hand it the corpus rate
 

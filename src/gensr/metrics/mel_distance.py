@@ -10,7 +10,7 @@ import numpy as np
 
 from gensr.config.metrics import MelDistanceParams
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
+from gensr.metrics.base import Clip, MetricFailure, Scorer, library_version
 
 SAMPLE_RATE = 16000
 

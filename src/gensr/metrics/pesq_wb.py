@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer, library_version
+from gensr.metrics.base import Clip, MetricFailure, Scorer, library_version
 
 SAMPLE_RATE = 16000
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Scorer
+from gensr.metrics.base import Clip, MetricFailure, Scorer
 
 SAMPLE_RATE = 16000
 EPS = np.finfo(np.float64).eps

@@ -20,7 +20,7 @@ import numpy as np
 from gensr.config.metrics import SpeakerParams
 from gensr.metrics.asr import MissingWeights, offline
 from gensr.metrics.registry import get
-from gensr.metrics.base import Clip, MetricFailure, MetricInfo, Score, Scorer, library_version
+from gensr.metrics.base import Clip, MetricFailure, Score, Scorer, library_version
 
 SAMPLE_RATE = 16000
 REFERENCE_CACHE = 4096
