@@ -52,7 +52,7 @@ def stats_markdown(stats: dict) -> str:
     ]
     m = stats["margin_norm"]
     if m.get("n"):
-        lines.append(f"- normalised margin (weakest metric, in stds): median {m['q50']:.3f}, "
+        lines.append(f"- normalised margin (mean advantage, in stds): median {m['q50']:.3f}, "
                      f"10-90% [{m['q10']:.3f}, {m['q90']:.3f}]")
     if stats["metric_advantage"]:
         lines += ["", "| metric | median advantage | 10% | 90% |", "|---|---|---|---|"]

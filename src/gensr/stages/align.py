@@ -255,9 +255,8 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
     base = _wide(restore_and_score(params, paradigm, base_ckpt, out / "base", split))
     aligned = _wide(restore_and_score(params, paradigm, aligned_ckpt, out / strategy_slug(strategy), split))
     degraded = _wide(degraded_input_scores(params, split))
+    # the whole suite, not only the metrics that voted for pairs: hacking shows up on the others
     names = [c for c in base.columns if c != "clip_id" and c in aligned.columns]
-    if params.pairs.metrics is not None:
-        names = [n for n in names if n in params.pairs.metrics]
     infos = metric_info(names)
     res = compare(base, aligned, infos, n_bootstrap=params.evaluate.n_bootstrap,
                   confidence=params.evaluate.confidence, seed=params.seed)
