@@ -136,13 +136,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gensr_bench_metrics")
+    parser.add_argument("--reference-torch-threads", type=int, default=None,
+                        help="torch threads of the reference side (default: torch's own default); "
+                        "1 avoids oversubscription of resemblyzer's LSTM when the machine is busy")
     args = parser.parse_args(argv)
+    if args.reference_torch_threads:
+        import torch
+
+        torch.set_num_threads(args.reference_torch_threads)
 
     params = load_params(ROOT / "params.yaml")
     rows = build_clips(params, args.cache, args.clips)
     n = len(rows)
+    import torch
+
     print(f"{n} degraded test clips ({rows.clip_id.str.split('__').str[0].nunique()} clean references), "
-          f"mean {np.mean([sf.info(p).duration for p in rows.path]):.2f} s; load average {os.getloadavg()[0]:.1f}")
+          f"mean {np.mean([sf.info(p).duration for p in rows.path]):.2f} s; load average {os.getloadavg()[0]:.1f}; "
+          f"reference torch threads {torch.get_num_threads()}")
 
     reference = ReferenceWrappers(params.metrics)
     ref_scores = {}
@@ -168,7 +178,7 @@ def main(argv: list[str]) -> None:
     ref_per_clip, suite_per_clip = ref_wall / n, suite_wall / n
     print(f"\nreference wrappers, clip by clip: {ref_per_clip:.3f} s/clip ({ref_wall:.1f} s)")
     print(f"suite ({summary['workers']} workers, incl. start-up): {suite_per_clip:.3f} s/clip ({suite_wall:.1f} s)")
-    print(f"speed-up: {ref_per_clip / suite_per_clip:.1f}x per clip\n")
+    print(f"speed-up: {ref_per_clip / suite_per_clip:.1f}x per clip (load average now {os.getloadavg()[0]:.1f})\n")
     print("per-metric time per clip (reference: wall; suite: summed worker time, divide by workers for wall)")
     for key, seconds in sorted(reference.seconds.items(), key=lambda kv: -kv[1]):
         print(f"  reference {key:<34} {seconds / n:.4f} s")
