@@ -102,7 +102,7 @@ class SharedFramePrimary:
         ):
             raise ValueError(f"{path}: unexpected DNSMOS graph layout; the shared-frame evaluation does not apply")
         self.halo = len(convs)  # each 3x3 conv widens the edge effect by one frame
-        self.edge = 4 * self.halo
+        self.edge = 2 * self.halo  # the smallest slice whose first/last `halo` output frames are exact
         self.max_frames = max_frames
         init = graph.initializers
         self.dft_real = np.ascontiguousarray(init["time2freq/stft-real/kernel:0"][:, :, 0].T)
