@@ -14,6 +14,8 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export PYTHONHASHSEED := 0
+# dvc.yaml stages call `gensr ...`: the venv's bin must come first on PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup demo test bench dagster mlflow-ui clean-venv
 
