@@ -1,0 +1,67 @@
+"""Lineage snapshot: the Dagster asset graph and the DVC stages name the same artifacts.
+
+A rename or a dropped dependency fails here instead of silently breaking lineage.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import ROOT
+
+EXPECTED_ASSETS = {
+    "clean_corpus": set(),
+    "degraded_corpus": {"clean_corpus"},
+    "codec_checkpoint": {"clean_corpus", "degraded_corpus"},
+    "base_checkpoints": {"codec_checkpoint", "degraded_corpus"},
+    "candidate_samples": {"base_checkpoints"},
+    "metric_tables": {"candidate_samples", "degraded_corpus"},
+    "preference_pairs": {"metric_tables"},
+    "aligned_checkpoints": {"base_checkpoints", "preference_pairs"},
+    "evaluation": {"aligned_checkpoints"},
+}
+PARTITIONED = {"base_checkpoints", "candidate_samples", "metric_tables", "preference_pairs",
+               "aligned_checkpoints", "evaluation"}
+
+
+def _graph():
+    from gensr_dagster.definitions import defs
+
+    return defs.resolve_asset_graph()
+
+
+def test_asset_keys_and_dependencies_snapshot():
+    graph = _graph()
+    got = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert got == EXPECTED_ASSETS
+
+
+def test_paradigm_assets_are_partitioned_by_paradigm():
+    graph = _graph()
+    for key in graph.get_all_asset_keys():
+        part = graph.get(key).partitions_def
+        if key.to_user_string() in PARTITIONED:
+            assert part is not None and set(part.get_partition_keys()) == {"ar", "mgm", "fm"}, key
+        else:
+            assert part is None, key
+
+
+def test_every_asset_check_targets_a_known_asset():
+    graph = _graph()
+    targets = {c.asset_key.to_user_string() for c in graph.asset_check_keys}
+    assert {"clean_corpus", "degraded_corpus", "metric_tables", "preference_pairs", "evaluation"} <= targets
+    assert targets <= set(EXPECTED_ASSETS)
+
+
+def test_dvc_stages_cover_the_pipeline_and_call_the_cli():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    expected = {"corpus", "degrade", "score_inputs", "train_codec", "train_base", "sample",
+                "score_candidates", "pairs", "dpo", "evaluate", "evaluation_table"}
+    assert expected <= set(stages)
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        assert body["cmd"].startswith("gensr "), name
+        assert body.get("outs") or body.get("metrics"), f"stage {name} declares no outputs"
