@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gensr.models.blocks import Transformer
-from gensr.models.restorer import draw_padded, generators
+from gensr.models.restorer import draw_padded
 from gensr.models.token_restorer import TokenRestorer, sample_from_logits
 
 
