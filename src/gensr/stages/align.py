@@ -303,7 +303,13 @@ def evaluation_table(params: Params) -> dict:
         path = _need(evaluation_dir(params, p) / "evaluation.json", "evaluation", f"run `gensr evaluate --paradigm {p}`")
         results[p] = json.loads(path.read_text())
     first = next(iter(results.values()))
-    infos = [MetricInfo(n, v["dimension"], v["higher_is_better"]) for n, v in first["metrics"].items()]
+    from gensr.metrics.registry import METRIC_NAMES
+
+    # JSON keys come back sorted; show the suite's own order (quality, fidelity, content, timbre)
+    order = {n: i for i, n in enumerate(METRIC_NAMES)}
+    infos = sorted((MetricInfo(n, v["dimension"], v["higher_is_better"]) for n, v in first["metrics"].items()),
+                   key=lambda m: (order.get(m.name, len(order)), m.name))
+    results = {p: {**r, "metrics": {m.name: r["metrics"][m.name] for m in infos}} for p, r in results.items()}
     strategy = first["strategy"]
     reports = Path(params.paths.reports)
     md = table_markdown(first["degraded"], results, infos, strategy, params.evaluate.confidence)
