@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,3 +223,29 @@ def test_pairs_stage_on_a_scored_candidate_folder(tmp_path, project_params):
     for strategy in summary:
         assert check_pairs(pairs_dir(params, "mgm", strategy) / "pairs.parquet")["passed"]
     assert summary["multi"]["n_clips"] == 3 and summary["multi"]["n_clips_with_pair"] == 3
+
+
+def test_preference_pairs_asset_materializes_a_partition_and_passes_its_blocking_check(tmp_path):
+    import dagster as dg
+
+    from gensr.metrics.registry import METRIC_NAMES, get
+    from gensr_dagster.assets.align import pairs_chosen_dominates, preference_pairs
+    from gensr_dagster.resources import MlflowResource, ParamsResource
+
+    cands, _ = _manifest_and_metrics()
+    cdir = tmp_path / "data" / "candidates" / "fm"
+    cdir.mkdir(parents=True)
+    cands.to_parquet(cdir / "manifest.parquet")
+    rows = [{"clip_id": cid, "metric": m, "value": 1.0 + (1 if get(m).higher_is_better else -1) * 0.1 * int(cid[-1]),
+             "reason": None, "backend": "t", "version": "0"} for cid in cands["cand_id"] for m in METRIC_NAMES]
+    (tmp_path / "data" / "metrics" / "fm").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(tmp_path / "data" / "metrics" / "fm" / "metrics.parquet")
+    params_yaml = Path(__file__).resolve().parents[1] / "params.yaml"
+    resources = {"params": ParamsResource(params_path=str(params_yaml), overrides=[f"paths.data={tmp_path / 'data'}"]),
+                 "mlflow": MlflowResource(mlruns_dir=str(tmp_path / "mlruns"))}
+    result = dg.materialize([preference_pairs, pairs_chosen_dominates], partition_key="fm", resources=resources)
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    meta = result.asset_materializations_for_node("preference_pairs")[0].metadata
+    assert meta["multi/n_pairs"].value > 0
