@@ -195,3 +195,17 @@ def test_an_unexpected_error_costs_only_its_clip(corpus):
     out = scored_batch(Fragile(), [clip_of(x, x, "good"), clip_of(x, x, "bad")])
     assert out[0]["si_sdr"].value > 100
     assert np.isnan(out[1]["si_sdr"].value) and "backend exploded" in out[1]["si_sdr"].reason
+
+
+def test_transcripts_do_not_depend_on_what_was_decoded_before(corpus, metrics_params):
+    from gensr.metrics.asr import PocketsphinxRecognizer
+
+    manifest, audio = corpus
+    a, b = (audio[u] for u in manifest.utt_id[:2])
+    noisy_a = noisy(a, 5.0, 0)
+    recognizer = PocketsphinxRecognizer(metrics_params.content)
+    recognizer.load()
+    first = recognizer.transcribe(noisy_a, "a")
+    recognizer.transcribe(noisy(b, -5.0, 1), "b")
+    recognizer.transcribe(np.zeros(32000, np.float32), "silence")
+    assert recognizer.transcribe(noisy_a, "a") == first

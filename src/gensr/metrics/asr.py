@@ -127,6 +127,9 @@ class PocketsphinxRecognizer:
         rng = np.random.default_rng(zlib.crc32(clip_id.encode()))
         dithered = audio + rng.uniform(-self.params.dither, self.params.dither, len(audio)).astype(np.float32)
         pcm = (np.clip(dithered, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        # fresh feature state (noise floor, CMN) per utterance: otherwise a transcript depends on
+        # which clips this process decoded before (10 of 60 clips changed with the order)
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
