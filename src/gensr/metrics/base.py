@@ -9,7 +9,7 @@ scorer's metrics only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.metadata import version as package_version
 from typing import Literal, Sequence
 
@@ -21,7 +21,9 @@ Dimension = Literal["quality", "fidelity", "content", "timbre"]
 
 
 @dataclass(frozen=True)
-class MetricInfo:
+class MetricSpec:
+    """What a metric is, whatever computes it: the registry holds one per metric name."""
+
     name: str
     dimension: Dimension
     higher_is_better: bool
@@ -29,6 +31,15 @@ class MetricInfo:
     needs_text: bool
     sample_rate: int
     valid_range: tuple[float, float]
+
+    def info(self, backend: str, version: str) -> "MetricInfo":
+        return MetricInfo(**{f.name: getattr(self, f.name) for f in fields(MetricSpec)}, backend=backend, version=version)
+
+
+@dataclass(frozen=True)
+class MetricInfo(MetricSpec):
+    """A spec plus the backend and version that computed it (recorded in every table row)."""
+
     backend: str
     version: str
 

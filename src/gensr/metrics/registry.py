@@ -5,27 +5,10 @@ add the backend and version, and the preference rule reads it through `get()`.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from gensr.config.metrics import MetricsParams
-from gensr.metrics.base import Dimension, MetricInfo, Scorer
+from gensr.metrics.base import MetricInfo, MetricSpec, Scorer
 
 INF = float("inf")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    dimension: Dimension
-    higher_is_better: bool
-    needs_reference: bool
-    needs_text: bool
-    sample_rate: int
-    valid_range: tuple[float, float]
-
-    def info(self, backend: str, version: str) -> MetricInfo:
-        return MetricInfo(self.name, self.dimension, self.higher_is_better, self.needs_reference, self.needs_text,
-                          self.sample_rate, self.valid_range, backend, version)
 
 
 SPECS: dict[str, MetricSpec] = {
