@@ -151,18 +151,8 @@ def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | Non
             mlflow.log_metrics({"final_loss": fit_summary["final_loss"], "train_seconds": fit_summary["train_seconds"]})
         return summary
 
-    if track:
-        from gensr.tracking import configure, run_url, start_run
-
-        mlflow = configure(params.paths.mlruns)
-        with start_run(params.paths.mlruns, "sft", "codec", params=log_params, data_paths=(clean_manifest(params),),
-                       dagster_run_id=dagster_run_id, tags={"gensr.paradigm": "codec"}) as run:
-            summary = run_all(run, mlflow)
-            summary["mlflow_url"] = run_url(params.paths.mlruns, run)
-    else:
-        summary = run_all()
-    write_json(summary, out / "summary.json")
-    return summary
+    return _run_and_record(params, out, "codec", "codec", log_params, clean_manifest(params), run_all,
+                           track=track, dagster_run_id=dagster_run_id)
 
 
 # --- SFT restorers ------------------------------------------------------------------------------------
@@ -233,19 +223,8 @@ def train_base(params: Params, paradigm: str, *, track: bool = True, dagster_run
             _log_restored_examples(params, mlflow, manifest)
         return summary
 
-    if track:
-        from gensr.tracking import configure, run_url, start_run
-
-        mlflow = configure(params.paths.mlruns)
-        with start_run(params.paths.mlruns, "sft", f"sft-{paradigm}", params=log_params,
-                       data_paths=(degraded_manifest(params),), dagster_run_id=dagster_run_id,
-                       tags={"gensr.paradigm": paradigm}) as run:
-            summary = run_all(run, mlflow)
-            summary["mlflow_url"] = run_url(params.paths.mlruns, run)
-    else:
-        summary = run_all()
-    write_json(summary, out / "summary.json")
-    return summary
+    return _run_and_record(params, out, f"sft-{paradigm}", paradigm, log_params, degraded_manifest(params), run_all,
+                           track=track, dagster_run_id=dagster_run_id)
 
 
 def _log_restored_examples(params: Params, mlflow, manifest: Path) -> None:
@@ -258,3 +237,20 @@ def _log_restored_examples(params: Params, mlflow, manifest: Path) -> None:
                                "restored": read_wav(root / r["path"])[0],
                                "clean": read_wav(root / r["clean_path"])[0]}) for r in rows]
     log_examples(mlflow, examples, params.audio.sample_rate)
+
+
+def _run_and_record(params: Params, out: Path, run_name: str, paradigm: str, log_params: dict, data_path: Path,
+                    run_all, *, track: bool, dagster_run_id: str | None) -> dict:
+    """Run `run_all(run, mlflow)` inside an SFT MLflow run (or `run_all()` untracked); write summary.json."""
+    if track:
+        from gensr.tracking import configure, run_url, start_run
+
+        mlflow = configure(params.paths.mlruns)
+        with start_run(params.paths.mlruns, "sft", run_name, params=log_params, data_paths=(data_path,),
+                       dagster_run_id=dagster_run_id, tags={"gensr.paradigm": paradigm}) as run:
+            summary = run_all(run, mlflow)
+            summary["mlflow_url"] = run_url(params.paths.mlruns, run)
+    else:
+        summary = run_all()
+    write_json(summary, out / "summary.json")
+    return summary
