@@ -172,3 +172,17 @@ def test_codec_round_trip_and_stft_identity(clips, tmp_path):
     assert torch.equal(loaded.encode(x), codec.encode(x))
     codes = codec.encode(x)
     assert codes.shape[-1] == params.codec.model.n_codebooks and codes.max() < params.codec.model.codebook_size
+
+
+def test_codec_decoder_reads_the_degraded_side_input(clips):
+    """Phase 3 trains the side branch (zero at init), so the decoded magnitude depends on the degraded input;
+    clean-only clips are refused with a message, not silently trained without a side input."""
+    params = tiny_params()
+    codec, _ = train_codec_model(params.codec, params.restorers.features, clips, SR, seed=0)
+    assert codec.side.weight.abs().sum() > 0
+    clean = torch.from_numpy(clips[0].clean)[None]
+    a = codec.resynthesize(clean, torch.from_numpy(clips[0].degraded)[None], phase_from=clean)
+    b = codec.resynthesize(clean, torch.from_numpy(clips[1].degraded)[None], phase_from=clean)
+    assert a.shape == clean.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="degraded"):
+        train_codec_model(params.codec, params.restorers.features, [Clip("c", None, clips[0].clean)], SR, seed=0)

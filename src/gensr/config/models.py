@@ -44,7 +44,8 @@ class CodecModel(Block):
 class SpectralCodecParams(Block):
     model: CodecModel
     autoencoder: TrainLoop = Field(description="Phase 1: continuous autoencoder.")
-    decoder_finetune: TrainLoop = Field(description="Phase 3: decoder on quantised latents.")
+    decoder_finetune: TrainLoop = Field(description="Phase 3: decoder on quantised latents + the degraded input.")
+    code_noise: float = Field(ge=0, lt=1, description="Phase 3: fraction of codes replaced by random ones.")
     kmeans_frames: int = Field(gt=0, description="Latent frames sampled for the k-means codebooks.")
     kmeans_iters: int = Field(gt=0)
     eval_clips: int | None = Field(gt=0, description="Test clips for the codec ceiling (null = all).")

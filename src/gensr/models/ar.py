@@ -80,4 +80,4 @@ class ARRestorer(TokenRestorer):
                 if i < len(self.depth_embed):
                     z = z + self.depth_embed[i](token)
             prev = codes[:, t]
-        return self.decode(codes, mask)
+        return self.decode(codes, mask, cond_log_mag)

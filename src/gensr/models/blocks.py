@@ -47,8 +47,12 @@ class ConvStack(nn.Module):
         )
         self.out_norm = nn.LayerNorm(channels)
 
-    def forward(self, x: Tensor, mask: Tensor, film: Tensor | None = None) -> Tensor:
-        h = self.inp(x) * mask.unsqueeze(-1)
+    def forward(self, x: Tensor, mask: Tensor, film: Tensor | None = None, extra: Tensor | None = None) -> Tensor:
+        """`extra` [B, frames, channels] is added to the input projection (a second input stream)."""
+        h = self.inp(x)
+        if extra is not None:
+            h = h + extra
+        h = h * mask.unsqueeze(-1)
         for block in self.blocks:
             h = block(h, mask, film)
         return self.out_norm(h) * mask.unsqueeze(-1)

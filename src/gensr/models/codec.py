@@ -5,6 +5,15 @@ phases (see gensr.train.codec): a continuous autoencoder, k-means codebooks fitt
 level on the encoder's residuals, then decoder fine-tuning on quantised latents. No
 straight-through estimator is needed, so a few CPU minutes train it reliably.
 Waveforms come back through the degraded (or, for the ceiling, the clean) phase.
+
+The decoder also reads the degraded input's log-magnitude ("side" input), like a vocoder
+conditioned on the noisy features: the tokens carry what the degraded signal lost (the clean
+spectral envelope, voicing, what is speech and what is noise) and the decoder takes fine detail
+from the input where it is still reliable. The side branch is zero at initialisation and is
+trained in phase 3 only, on (degraded, clean) pairs, with a fraction of the codes replaced by
+random ones (`code_noise`) so that the decoder tolerates the token errors a sampler makes.
+With the side input, a restorer's tokens need to be right only at the coarse levels, so the
+token models learn in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ class SpectralCodec(nn.Module):
         self.encoder = ConvStack(n_bins, c["hidden"], c["layers"], c["kernel"])
         self.to_latent = nn.Linear(c["hidden"], c["latent_dim"])
         self.decoder = ConvStack(c["latent_dim"], c["hidden"], c["layers"], c["kernel"])
+        self.side = nn.Linear(n_bins, c["hidden"])  # degraded log-magnitude into the decoder
+        nn.init.zeros_(self.side.weight)
+        nn.init.zeros_(self.side.bias)
         self.to_bins = nn.Linear(c["hidden"], n_bins)
         self.register_buffer("codebooks", torch.zeros(c["n_codebooks"], c["codebook_size"], c["latent_dim"]))
 
@@ -36,9 +48,10 @@ class SpectralCodec(nn.Module):
     def latents(self, normed: Tensor, mask: Tensor) -> Tensor:
         return self.to_latent(self.encoder(normed, mask))
 
-    def decode_latents(self, z: Tensor, mask: Tensor) -> Tensor:
-        """Latents [B, frames, D] -> normalised log-magnitude [B, frames, bins]."""
-        return self.to_bins(self.decoder(z, mask))
+    def decode_latents(self, z: Tensor, mask: Tensor, side: Tensor | None = None) -> Tensor:
+        """Latents [B, frames, D] (+ normalised degraded log-magnitude) -> normalised log-magnitude."""
+        extra = None if side is None else self.side(side)
+        return self.to_bins(self.decoder(z, mask, extra=extra))
 
     # --- discrete path ---------------------------------------------------------------
     def quantize(self, z: Tensor) -> Tensor:
@@ -59,9 +72,10 @@ class SpectralCodec(nn.Module):
     def encode_log_mag(self, log_mag: Tensor, mask: Tensor) -> Tensor:
         return self.quantize(self.latents(self.norm(log_mag), mask))
 
-    def decode_codes(self, codes: Tensor, mask: Tensor) -> Tensor:
-        """Codes -> log-magnitude (denormalised) [B, frames, bins]."""
-        return self.norm.inverse(self.decode_latents(self.embed_codes(codes), mask))
+    def decode_codes(self, codes: Tensor, mask: Tensor, degraded_log_mag: Tensor) -> Tensor:
+        """Codes + the degraded log-magnitude -> log-magnitude (denormalised) [B, frames, bins]."""
+        side = self.norm(degraded_log_mag) * mask.unsqueeze(-1)
+        return self.norm.inverse(self.decode_latents(self.embed_codes(codes), mask, side))
 
     @torch.no_grad()
     def encode(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -70,12 +84,16 @@ class SpectralCodec(nn.Module):
         return self.encode_log_mag(feats.log_magnitude(spec, self.stft_cfg), mask)
 
     @torch.no_grad()
-    def resynthesize(self, wave: Tensor, phase_from: Tensor) -> Tensor:
-        """wave -> codes -> waveform with the phase of `phase_from` (the codec ceiling path)."""
-        spec = feats.stft(wave, self.stft_cfg)
-        mask = torch.ones(spec.shape[:2], dtype=torch.bool)
-        log_mag = self.decode_codes(self.encode_log_mag(feats.log_magnitude(spec, self.stft_cfg), mask), mask)
-        return feats.to_waveform(log_mag, feats.phase_reference(phase_from, self.stft_cfg), wave.shape[-1], self.stft_cfg)
+    def resynthesize(self, wave: Tensor, degraded: Tensor, phase_from: Tensor | None = None) -> Tensor:
+        """The codec ceiling path: codes of `wave` decoded with `degraded` as side input, written
+        back with the phase of `phase_from` (default: `degraded`, as a token restorer does)."""
+        cfg = self.stft_cfg
+        log_mag = feats.log_magnitude(feats.stft(wave, cfg), cfg)
+        side = feats.log_magnitude(feats.stft(degraded, cfg), cfg)
+        mask = torch.ones(log_mag.shape[:2], dtype=torch.bool)
+        out = self.decode_codes(self.encode_log_mag(log_mag, mask), mask, side)
+        phasor = feats.phase_reference(degraded if phase_from is None else phase_from, cfg)
+        return feats.to_waveform(out, phasor, wave.shape[-1], cfg)
 
 
 def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> Tensor:

@@ -96,4 +96,4 @@ class MGMRestorer(TokenRestorer):
             reveal = hidden & ~next_hidden
             tokens = torch.where(reveal, sampled, tokens)
             hidden = next_hidden
-        return self.decode(tokens, mask)
+        return self.decode(tokens, mask, cond_log_mag)

@@ -49,8 +49,9 @@ class TokenRestorer(Restorer):
         mask = feats.frame_mask(lengths, deg_log_mag.shape[0], deg_log_mag.shape[1], self.stft_cfg.hop, degraded.device)
         return self.condition(deg_log_mag, mask), self.targets(target, mask, lengths), mask
 
-    def decode(self, codes: Tensor, mask: Tensor) -> Tensor:
-        return self.codec.decode_codes(codes, mask)
+    def decode(self, codes: Tensor, mask: Tensor, degraded_log_mag: Tensor) -> Tensor:
+        """Sampled codes -> log-magnitude, through the codec decoder that also reads the degraded input."""
+        return self.codec.decode_codes(codes, mask, degraded_log_mag)
 
 
 def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:

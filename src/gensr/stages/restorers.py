@@ -102,7 +102,8 @@ def _write_ceiling(params: Params, codec, out_dir: Path, phase: str, max_clips: 
         clean, _ = read_wav(deg_root / r["clean_path"])
         degraded, _ = read_wav(deg_root / r["path"])
         phase_from = degraded if phase == "degraded" else clean
-        wave = codec.resynthesize(torch.from_numpy(clean)[None], torch.from_numpy(phase_from)[None])[0].numpy()
+        wave = codec.resynthesize(torch.from_numpy(clean)[None], torch.from_numpy(degraded)[None],
+                                  torch.from_numpy(phase_from)[None])[0].numpy()
         write_wav(out_dir / "wav" / f"{r['deg_id']}.wav", wave, params.audio.sample_rate)
         records.append({"deg_id": r["deg_id"], "path": f"wav/{r['deg_id']}.wav",
                         "clean_path": _rel(deg_root / r["clean_path"], out_dir), "text": r["text"]})
@@ -110,8 +111,8 @@ def _write_ceiling(params: Params, codec, out_dir: Path, phase: str, max_clips: 
 
 
 def codec_ceiling(params: Params, codec, mlflow=None) -> dict:
-    """Clean test clips through the codec, with the degraded phase (what a token restorer can reach
-    at best) and with the clean phase (the codec alone), scored and compared to the degraded inputs."""
+    """Clean test codes through the decoder (degraded side input), written with the degraded phase (what
+    a token restorer can reach at best) and with the clean phase, scored and compared to the degraded inputs."""
     out = codec_dir(params)
     degraded = degraded_inputs_wide(params)
     ceiling = {}
@@ -125,15 +126,16 @@ def codec_ceiling(params: Params, codec, mlflow=None) -> dict:
 
 
 def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | None = None) -> dict:
-    """Train the codec on the clean train split, save it and measure its ceiling on the test split."""
+    """Train the codec on the train split (clean; the decoder also reads the degraded side), save it and
+    measure its ceiling on the test split: clean codes decoded with the degraded input as side input."""
     import torch
 
     from gensr.train.codec import save_codec, train_codec_model
-    from gensr.train.data import load_clean_clips
+    from gensr.train.data import load_paired_clips
 
     torch.set_num_threads(params.restorers.threads)
     out = codec_dir(params)
-    clips = load_clean_clips(clean_manifest(params), "train", params.audio.sample_rate)
+    clips = load_paired_clips(degraded_manifest(params), "train", params.audio.sample_rate)
     log_params = {"codec": params.codec.model_dump(mode="json"), "features": params.restorers.features.model_dump(),
                   "seed": params.seed, "n_train_clips": len(clips)}
 
@@ -151,7 +153,7 @@ def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | Non
             mlflow.log_metrics({"final_loss": fit_summary["final_loss"], "train_seconds": fit_summary["train_seconds"]})
         return summary
 
-    return _run_and_record(params, out, "codec", "codec", log_params, clean_manifest(params), run_all,
+    return _run_and_record(params, out, "codec", "codec", log_params, degraded_manifest(params), run_all,
                            track=track, dagster_run_id=dagster_run_id)
 
 

@@ -2,7 +2,11 @@
 
 1. a continuous conv autoencoder on clean normalised log-magnitude (L1);
 2. residual k-means codebooks fitted level by level on the encoder's latents;
-3. the decoder fine-tuned on quantised latents, so it learns to undo the quantisation error.
+3. the decoder fine-tuned on quantised latents of the clean side plus the degraded
+   log-magnitude (side input), with a `code_noise` fraction of the codes replaced at random, so
+   it learns to undo the quantisation error and to lean on the input where a code is wrong.
+
+Phases 1 and 2 read only the clean side of the (degraded, clean) training pairs.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def _codec_latents(codec: SpectralCodec, clips: list[Clip], n_frames: int, seed:
 
 def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Clip], sample_rate: int,
                       seed: int, logger=None) -> tuple[SpectralCodec, dict]:
+    """`clips`: (degraded, clean) training pairs."""
+    if any(c.degraded is None for c in clips):
+        raise ValueError("codec training needs (degraded, clean) pairs: the decoder learns to read the degraded input")
     torch.manual_seed(seed)
     codec = SpectralCodec({"stft": stft.model_dump(), "model": p.model.model_dump()})
     fit_norm(codec.norm, clips, codec.stft_cfg)
@@ -60,11 +67,16 @@ def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Cl
         err = (codec.decode_latents(codec.latents(x, mask), mask) - x).abs() * mask.unsqueeze(-1)
         return err.sum() / (mask.sum() * x.shape[-1])
 
-    def decoder_loss(_degraded, clean, lengths):
+    def decoder_loss(degraded, clean, lengths):
         x, mask = spectra(clean, lengths)
+        side, _ = spectra(degraded, lengths)
         with torch.no_grad():
-            z_q = codec.embed_codes(codec.quantize(codec.latents(x, mask)))
-        err = (codec.decode_latents(z_q, mask) - x).abs() * mask.unsqueeze(-1)
+            codes = codec.quantize(codec.latents(x, mask))
+            if p.code_noise > 0:  # global RNG: seeded by fit() through seed_everything
+                swap = torch.rand(codes.shape) < p.code_noise
+                codes = torch.where(swap, torch.randint(0, codec.codebook_size, codes.shape), codes)
+            z_q = codec.embed_codes(codes)
+        err = (codec.decode_latents(z_q, mask, side) - x).abs() * mask.unsqueeze(-1)
         return err.sum() / (mask.sum() * x.shape[-1])
 
     start = time.perf_counter()
@@ -76,7 +88,7 @@ def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Cl
                                    torch.Generator().manual_seed(seed))
     codec.codebooks.copy_(books)
     kmeans_seconds = time.perf_counter() - t0
-    decoder_params = [*codec.decoder.parameters(), *codec.to_bins.parameters()]
+    decoder_params = [*codec.decoder.parameters(), *codec.side.parameters(), *codec.to_bins.parameters()]
     dec = fit(codec, decoder_loss, decoder_params, clips, p.decoder_finetune, sample_rate, seed + 1, logger,
               "codec/decoder_loss")
     codec.eval()
