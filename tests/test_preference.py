@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gensr.preference import MetricRule, dominance_matrix, dominates, select_pairs, violations
 from gensr.preference.pairs import build_pair_table, rules_for_strategy, strategy_slug
-from gensr.preference.stats import pair_stats
+from gensr.preference.stats import candidate_spread, pair_stats
 
 RULES = [MetricRule("pesq", True, 0.05), MetricRule("wer", False, 0.0), MetricRule("spk", True, 0.01)]
 value = st.one_of(st.floats(-5, 5, allow_nan=False), st.just(float("nan")), st.sampled_from([0.0, 1.0]))
@@ -152,6 +152,17 @@ def test_violations_flags_nan_and_wrong_direction():
     assert list(violations(pairs, [MetricRule("pesq", True)]).index) == [1, 2]
 
 
+def test_candidate_spread_is_per_clip_and_skips_nan():
+    cands = pd.DataFrame({"cand_id": ["a0", "a1", "a2", "b0", "b1"], "deg_id": ["a", "a", "a", "b", "b"]})
+    wide = pd.DataFrame({"clip_id": ["a0", "a1", "a2", "b0", "b1"],
+                         "pesq": [1.0, 2.0, 3.0, 2.0, 2.0], "wer": [0.5, np.nan, 0.1, np.nan, 0.2]})
+    spread = candidate_spread(cands, wide)
+    assert spread["pesq"]["n_clips"] == 2 and spread["pesq"]["clips_all_equal"] == 1
+    assert spread["pesq"]["within_clip_range_mean"] == pytest.approx((2.0 + 0.0) / 2)
+    assert spread["pesq"]["within_clip_std_mean"] == pytest.approx((np.std([1.0, 2.0, 3.0]) + 0.0) / 2)
+    assert spread["wer"]["n_clips"] == 1 and spread["wer"]["within_clip_range_mean"] == pytest.approx(0.4)
+
+
 def test_strategy_errors_name_the_metric():
     with pytest.raises(KeyError, match="nosuch"):
         rules_for_strategy("single:nosuch", ["pesq"], {"pesq": True}, {})
@@ -223,6 +234,7 @@ def test_pairs_stage_on_a_scored_candidate_folder(tmp_path, project_params):
     for strategy in summary:
         assert check_pairs(pairs_dir(params, "mgm", strategy) / "pairs.parquet")["passed"]
     assert summary["multi"]["n_clips"] == 3 and summary["multi"]["n_clips_with_pair"] == 3
+    assert summary["multi"]["candidate_spread"]["pesq_wb"]["within_clip_range_mean"] > 0.1
 
 
 def test_preference_pairs_asset_materializes_a_partition_and_passes_its_blocking_check(tmp_path):

@@ -42,6 +42,29 @@ def pair_stats(pairs: pd.DataFrame, n_clips: int, rules: list[MetricRule]) -> di
     }
 
 
+def candidate_spread(candidates: pd.DataFrame, wide: pd.DataFrame) -> dict:
+    """How much the N candidates of one clip differ, per metric: the mean over clips of the within-clip
+    std and range (max - min), and how many clips have all candidates equal on that metric.
+
+    `candidates`: cand_id, deg_id (the candidate manifest); `wide`: clip_id (= cand_id) + one column per
+    metric. NaN values are left out of a clip's spread; a clip needs two finite values to count."""
+    table = candidates[["cand_id", "deg_id"]].merge(wide, left_on="cand_id", right_on="clip_id", how="inner")
+    out = {}
+    for metric in [c for c in wide.columns if c != "clip_id"]:
+        groups = table.groupby("deg_id")[metric]
+        n_finite = groups.count()
+        keep = n_finite[n_finite >= 2].index
+        if not len(keep):
+            out[metric] = {"n_clips": 0}
+            continue
+        std = groups.std(ddof=0).loc[keep]
+        rng = (groups.max() - groups.min()).loc[keep]
+        out[metric] = {"n_clips": int(len(keep)), "within_clip_std_mean": float(std.mean()),
+                       "within_clip_range_mean": float(rng.mean()),
+                       "clips_all_equal": int((rng == 0).sum())}
+    return out
+
+
 def stats_markdown(stats: dict) -> str:
     """A short markdown summary for Dagster metadata and the dataset card."""
     lines = [
@@ -59,4 +82,11 @@ def stats_markdown(stats: dict) -> str:
         for name, q in stats["metric_advantage"].items():
             if q.get("n"):
                 lines.append(f"| {name} | {q['q50']:.4g} | {q['q10']:.4g} | {q['q90']:.4g} |")
+    spread = {k: v for k, v in stats.get("candidate_spread", {}).items() if v.get("n_clips")}
+    if spread:
+        lines += ["", "Candidate spread (mean over clips of the within-clip std / range):", "",
+                  "| metric | std | range | clips with all candidates equal |", "|---|---|---|---|"]
+        for name, v in spread.items():
+            lines.append(f"| {name} | {v['within_clip_std_mean']:.4g} | {v['within_clip_range_mean']:.4g} | "
+                         f"{v['clips_all_equal']} / {v['n_clips']} |")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from gensr.preference.pairs import (
     strategy_slug,
     violations,
 )
-from gensr.preference.stats import pair_stats
+from gensr.preference.stats import candidate_spread, pair_stats
 from gensr.preference.suite import metric_info
 from gensr.storage import atomic_path, file_sha256, write_json, write_parquet
 
@@ -116,7 +116,8 @@ def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = No
         stats = pair_stats(pairs, n_clips, rules)
         stats.update(paradigm=paradigm, strategy=strategy, metrics=[r.name for r in rules],
                      margins={r.name: r.margin for r in rules}, max_pairs_per_clip=params.pairs.max_pairs_per_clip,
-                     pairs_sha256=file_sha256(path))
+                     pairs_sha256=file_sha256(path),
+                     candidate_spread=candidate_spread(manifest[manifest["split"] != "test"], wide))
         write_json(stats, out_dir / "stats.json")
         summary[strategy] = stats
     return summary
