@@ -60,7 +60,7 @@ def pairs_export_command(
 @app.command("dpo")
 def dpo_command(
     paradigm: str = ParadigmOption,
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Pair set to train on [default: dpo.strategy]."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Pair set to train on (default: dpo.strategy)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
@@ -81,7 +81,7 @@ def dpo_command(
 @app.command("evaluate")
 def evaluate_command(
     paradigm: str = ParadigmOption,
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Aligned checkpoint [default: evaluate.strategy]."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Aligned checkpoint (default: evaluate.strategy)."),
     split: str = typer.Option("test", "--split", help="test (the report) or valid (tuning, reports/evaluation_valid)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
