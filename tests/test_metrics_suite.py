@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def corpus(tmp_path_factory):
         for i, snr in enumerate(SNRS):
             path = root / f"snr{int(snr)}" / f"{r.utt_id}.wav"
             path.parent.mkdir(exist_ok=True)
-            sf.write(path, white_noise_at(clean, snr, seed=hash((r.utt_id, i)) % 2**31), 16000, subtype="FLOAT")
+            sf.write(path, white_noise_at(clean, snr, seed=zlib.crc32(f"{r.utt_id}/{i}".encode())), 16000, subtype="FLOAT")
             rows.append(dict(clip_id=f"snr{int(snr)}/{r.utt_id}", path=str(path), ref_path=str(clean_path), text=r.text,
                              condition=f"snr{int(snr)}", speaker=r.speaker))
     return root, manifest, pd.DataFrame(rows)
