@@ -33,10 +33,6 @@ def codec_checkpoint(params: Params) -> Path:
     return codec_dir(params) / "codec.pt"
 
 
-def clean_manifest(params: Params) -> Path:
-    return Path(params.paths.data) / "clean" / "manifest.parquet"
-
-
 def degraded_test_scores(params: Params) -> Path:
     return codec_dir(params) / "degraded_test.parquet"
 

@@ -55,14 +55,6 @@ def load_paired_clips(degraded_manifest: str | Path, split: str, sample_rate: in
     ]
 
 
-def load_clean_clips(clean_manifest: str | Path, split: str, sample_rate: int, limit: int | None = None) -> list[Clip]:
-    root, rows = read_manifest(clean_manifest, "clean corpus")
-    rows = [r for r in rows if r["split"] == split][:limit]
-    if not rows:
-        raise ValueError(f"{clean_manifest}: no clips in split '{split}'")
-    return [Clip(r["utt_id"], None, _read(root / r["path"], sample_rate)) for r in rows]
-
-
 def pad_batch(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad 1-D clips to a [B, T] tensor; returns (batch, lengths)."""
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
