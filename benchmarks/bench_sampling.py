@@ -4,7 +4,7 @@ Models have the params.yaml sizes and sampling knobs (random init: speed does no
 the weights; the codec gets random codebooks). Timings are interleaved medians over repeats,
 on `--clips` clips of `--seconds` each, with restorers.threads torch threads.
 
-    python -m benchmarks sampling [--clips=4] [--seconds=3] [--repeats=3] [--paradigms=ar,mgm,fm]
+    python -m benchmarks sampling [--clips=4] [--seconds=3] [--repeats=3] [--paradigms=ar,mgm,fm] [--set=key=value ...]
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--paradigms", default="ar,mgm,fm")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a param, e.g. --set=restorers.mgm.sampling.steps=8 (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, args.set)
     torch.set_num_threads(params.restorers.threads)
     sr = params.audio.sample_rate
     degraded = 0.1 * torch.randn(args.clips, int(args.seconds * sr), generator=torch.Generator().manual_seed(0))

@@ -121,6 +121,37 @@ def test_clip_output_does_not_depend_on_its_batch(trained, clips, paradigm):
 
 
 @pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_candidate_does_not_depend_on_how_many_share_the_call(trained, clips, paradigm):
+    """The per-clip context (and MGM's shared first step) is computed once for N candidates;
+    each candidate must still equal the one a single-candidate call with its seed gives."""
+    model = trained[paradigm]
+    x = batch(clips[:2])
+    together = model.restore(x, 4, [3, 4, 5, 6])
+    for j, seed in enumerate([3, 4, 5, 6]):
+        alone = model.restore(x, 1, [seed])
+        assert torch.allclose(together[:, j], alone[:, 0], atol=1e-5), (paradigm, seed)
+
+
+def test_sampler_draws_many_tokens_from_shared_logits_like_one_at_a_time():
+    from gensr.models.token_restorer import sample_from_logits
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 16, generator=g)
+    uniforms = torch.rand(3, 5, 4, generator=g)
+    for temperature, top_k in ((1.0, 0), (0.7, 3)):
+        tokens, log_p = sample_from_logits(logits, uniforms, temperature, top_k)
+        assert tokens.shape == log_p.shape == (3, 5, 4)
+        for j in range(4):
+            one, one_lp = sample_from_logits(logits, uniforms[..., j], temperature, top_k)
+            assert torch.equal(tokens[..., j], one) and torch.equal(log_p[..., j], one_lp)
+        if top_k:  # only the top-k tokens of each distribution are ever drawn
+            allowed = logits.topk(top_k, dim=-1).indices
+            assert (tokens.unsqueeze(-1) == allowed.unsqueeze(-2)).any(-1).all()
+        # the returned log-probs are the untempered model log-probs of the drawn tokens
+        assert torch.allclose(log_p, torch.log_softmax(logits, -1).gather(-1, tokens))
+
+
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_preference_score_deterministic_differentiable_and_equal_to_reference(trained, clips, paradigm):
     policy = trained[paradigm]
     reference = copy.deepcopy(policy)

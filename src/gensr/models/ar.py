@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gensr.models.blocks import Transformer
-from gensr.models.restorer import draw_padded
+from gensr.models.restorer import draw_padded, repeat_rows
 from gensr.models.token_restorer import TokenRestorer, sample_from_logits
 
 
@@ -63,9 +63,10 @@ class ARRestorer(TokenRestorer):
         token_lp, _, mask = self.token_log_probs(degraded, target, lengths)
         return (token_lp * mask.unsqueeze(-1)).sum(dim=(1, 2))
 
-    def generate(self, cond_log_mag: Tensor, mask: Tensor, gens: list[torch.Generator]) -> Tensor:
+    def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        ctx, mask = repeat_rows(ctx, mask, n_candidates)  # the conditioning encoder ran once per clip
         rows, frames = mask.shape
-        cond = self.condition(cond_log_mag, mask)
+        cond = ctx["cond"]
         uniforms = draw_padded(gens, mask.sum(1), (self.n_codebooks,), frames, kind="uniform")
         temperature, top_k = float(self.sampling["temperature"]), int(self.sampling["top_k"])
         cache = self.transformer.new_cache(rows, frames, cond.device)
@@ -80,4 +81,4 @@ class ARRestorer(TokenRestorer):
                 if i < len(self.depth_embed):
                     z = z + self.depth_embed[i](token)
             prev = codes[:, t]
-        return self.decode(codes, mask, cond_log_mag)
+        return self.decode(codes, mask, ctx["log_mag"])

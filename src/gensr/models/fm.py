@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gensr.models import features as feats
 from gensr.models.blocks import ConvStack, timestep_embedding
-from gensr.models.restorer import Restorer, draw_padded, generators
+from gensr.models.restorer import Restorer, draw_padded, generators, repeat_rows
 
 
 class VelocityNet(nn.Module):
@@ -94,8 +94,13 @@ class FMRestorer(Restorer):
             total = total + self._velocity_mse(y, x1, mask, t, eps)
         return -0.5 * total / self.score_draws
 
-    def generate(self, cond_log_mag: Tensor, mask: Tensor, gens: list[torch.Generator]) -> Tensor:
-        y = self.norm(cond_log_mag) * mask.unsqueeze(-1)
+    def context(self, cond_log_mag: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        return {"y": self.norm(cond_log_mag) * mask.unsqueeze(-1)}
+
+    def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        """Every network pass depends on the candidate's own x_t, so nothing but y is shared."""
+        ctx, mask = repeat_rows(ctx, mask, n_candidates)
+        y = ctx["y"]
         eps = draw_padded(gens, mask.sum(1), (y.shape[-1],), y.shape[1])
         x = y + self.noise_scale * float(self.sampling["noise_factor"]) * eps
         steps = int(self.sampling["ode_steps"])

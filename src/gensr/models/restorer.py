@@ -6,7 +6,9 @@ A restorer maps degraded 16 kHz waveforms [B, T] to restored ones. The three par
 - `sft_loss(degraded, clean)`: the supervised training objective (a scalar);
 - `restore(degraded, n_candidates, seeds)`: N candidates per clip in ONE batched call,
   [B, N, T]; candidate j draws all its randomness from a generator seeded with seeds[j]
-  (or seeds[b, j] when a [B, N] tensor is given), so equal seeds give equal outputs;
+  (or seeds[b, j] when a [B, N] tensor is given), so equal seeds give equal outputs. It runs
+  the per-clip `context` (the conditioning encoders) once per clip and `generate` for the
+  candidates, so the work a clip's candidates share is done once;
 - `preference_score(degraded, target, seeds)`: a differentiable per-sample score [B] that
   DPO compares between policy and reference; its randomness (mask, step, t, noise) comes
   from seeds[b], so chosen/rejected and policy/reference can share it.
@@ -53,6 +55,11 @@ def generators(seeds: Tensor) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(row_seed(int(s))) for s in seeds.reshape(-1).tolist()]
 
 
+def repeat_rows(ctx: dict[str, Tensor], mask: Tensor, n: int) -> tuple[dict[str, Tensor], Tensor]:
+    """Per-clip context and mask -> one row per candidate (clip-major: row r is clip r // n)."""
+    return {k: v.repeat_interleave(n, 0) for k, v in ctx.items()}, mask.repeat_interleave(n, 0)
+
+
 def draw_padded(gens: list[torch.Generator], valid_frames: Tensor, shape_after: tuple, frames: int,
                 kind: str = "normal", lead: tuple = ()) -> Tensor:
     """Per-row random tensor [R, *lead, frames, *shape_after]; each row draws only its valid frames."""
@@ -89,8 +96,9 @@ class Restorer(nn.Module):
         prep = self.prepare(degraded, lengths)
         rows = torch.arange(b).repeat_interleave(n_candidates)  # row r = clip r // N, candidate r % N
         gens = generators(row_seeds)
+        # the per-clip context (conditioning encoders) runs once per clip, not once per candidate
+        log_mag = self.generate(self.context(prep["cond"], prep["mask"]), prep["mask"], gens, n_candidates)
         mask = prep["mask"][rows]
-        log_mag = self.generate(prep["cond"][rows], mask, gens)
         # silence after each clip's end so that padding never leaks into the overlap-add
         log_mag = log_mag.masked_fill(~mask.unsqueeze(-1), float(np.log(self.stft_cfg.log_floor)))
         wave = feats.to_waveform(log_mag, prep["phasor"][rows], t, self.stft_cfg)
@@ -104,8 +112,14 @@ class Restorer(nn.Module):
         raise NotImplementedError
 
     # --- shared pieces -------------------------------------------------------------------
-    def generate(self, cond: Tensor, mask: Tensor, gens: list[torch.Generator]) -> Tensor:
-        """Rows of conditioning features -> restored log-magnitude [R, frames, bins]."""
+    def context(self, cond_log_mag: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Per-clip work shared by all candidates of a clip: degraded log-magnitude [B, frames, bins]
+        -> named tensors [B, ...]."""
+        raise NotImplementedError
+
+    def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        """Per-clip context and mask [B, frames] -> restored log-magnitude [B * N, frames, bins],
+        row r = candidate r % N of clip r // N, drawing its randomness from gens[r]."""
         raise NotImplementedError
 
     def prepare(self, degraded: Tensor, lengths: Tensor | None) -> dict:

@@ -38,6 +38,11 @@ class TokenRestorer(Restorer):
     def condition(self, degraded_log_mag: Tensor, mask: Tensor) -> Tensor:
         return self.cond_encoder(self.codec.norm(degraded_log_mag), mask)
 
+    def context(self, cond_log_mag: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """The encoded conditioning (shared by a clip's candidates) and the degraded log-magnitude
+        the codec decoder reads."""
+        return {"cond": self.condition(cond_log_mag, mask), "log_mag": cond_log_mag}
+
     def targets(self, wave: Tensor, mask: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Codec tokens of a (clean or candidate) waveform: [B, frames, K]."""
         with torch.no_grad():
@@ -57,16 +62,22 @@ class TokenRestorer(Restorer):
 def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:
     """Inverse-CDF sampling with pre-drawn uniforms, so each row's draw depends only on its seed.
 
-    logits [..., V], uniform [...] -> (token [...], log-prob of the token under the model [...]).
+    logits [..., V] and uniform [...] -> (token [...], log-prob of the token under the model [...]).
+    A uniform [..., n] (one more dim than the distributions) draws n tokens from each distribution,
+    e.g. n candidates that share their logits, without copying the logits n times.
     """
+    many = uniform.ndim == logits.ndim
+    u = uniform if many else uniform.unsqueeze(-1)
     log_probs = torch.log_softmax(logits, dim=-1)
-    scaled = logits / max(temperature, 1e-5)
+    scaled = logits / max(temperature, 1e-5) if temperature != 1.0 else logits
     if 0 < top_k < logits.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[..., -1:]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
     cdf = probs.cumsum(-1)
-    token = (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_max(logits.shape[-1] - 1)
+    # the first index whose cdf reaches u * total (= the count of cdf entries below it)
+    token = torch.searchsorted(cdf, (u * cdf[..., -1:]).contiguous()).clamp_max(logits.shape[-1] - 1)
     # never pick a filtered-out token because of rounding at the top of the CDF
-    token = torch.where(probs.gather(-1, token.unsqueeze(-1)).squeeze(-1) > 0, token, probs.argmax(-1))
-    return token, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+    token = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(-1, keepdim=True))
+    log_p = log_probs.gather(-1, token)
+    return (token, log_p) if many else (token.squeeze(-1), log_p.squeeze(-1))
