@@ -184,6 +184,9 @@ def test_checkpoint_round_trip_weights_only(trained, clips, paradigm, tmp_path):
     assert isinstance(Restorer.load(path), Restorer)
     x = batch(clips[:2])
     assert torch.equal(loaded.restore(x, 2, [1, 2]), model.restore(x, 2, [1, 2]))
+    # equal weights give equal bytes, whatever the file is called (checkpoint hashes are recorded)
+    other = model.save(tmp_path / "elsewhere" / "copy.pt")
+    assert other.read_bytes() == path.read_bytes()
 
 
 def test_wrong_seed_count_is_a_clear_error(trained, clips):

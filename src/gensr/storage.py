@@ -30,6 +30,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def save_torch(payload, path: str | Path) -> Path:
+    """torch.save atomically and byte-reproducibly. Saved to a path, torch names the records inside
+    the zip after the (here random, temporary) file name, so equal weights would hash differently;
+    through a buffer the record name is fixed."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return Path(path)
+
+
 def write_parquet(table: pa.Table, path: str | Path) -> Path:
     """Write a Parquet table atomically, deterministically (no timestamps, fixed row groups)."""
     with atomic_path(path) as tmp:

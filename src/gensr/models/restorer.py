@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from gensr.models import features as feats
-from gensr.storage import atomic_path
+from gensr.storage import save_torch
 
 CHECKPOINT_FORMAT = "gensr-restorer/1"
 
@@ -147,9 +147,7 @@ class Restorer(nn.Module):
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
             "extra": extra or {},
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return Path(path)
+        return save_torch(payload, path)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> "Restorer":

@@ -20,7 +20,7 @@ import torch
 from gensr.config.models import SpectralCodecParams, StftFeatures
 from gensr.models import features as feats
 from gensr.models.codec import SpectralCodec, fit_residual_codebooks
-from gensr.storage import atomic_path
+from gensr.storage import save_torch
 from gensr.train.data import Clip, pad_batch
 from gensr.train.loop import fit
 
@@ -103,9 +103,7 @@ def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Cl
 def save_codec(codec: SpectralCodec, path: str | Path) -> Path:
     payload = {"format": CODEC_FORMAT, "config": codec.config,
                "state_dict": {k: v.detach().cpu() for k, v in codec.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_torch(payload, path)
 
 
 def load_codec(path: str | Path) -> SpectralCodec:
