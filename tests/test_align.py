@@ -66,7 +66,7 @@ def tiny_restorer(paradigm: str):
         from gensr.models.fm import FMRestorer
 
         return FMRestorer.build(STFT, {"noise_scale": 0.5, "score_draws": 1, "hidden": 16, "layers": 2, "kernel": 3,
-                                       "time_dim": 8}, {"noise_factor": 1.0, "ode_steps": 2})
+                                       "head_hidden": 8, "head_layers": 1, "time_dim": 8}, {"noise_factor": 1.0, "ode_steps": 2})
     from gensr.models.codec import SpectralCodec
     from gensr.models.registry import restorer_class
 
@@ -74,6 +74,8 @@ def tiny_restorer(paradigm: str):
                                                    "kernel": 3, "latent_dim": 4}})
     codec.codebooks.copy_(torch.randn_like(codec.codebooks))
     model = {"d_model": 16, "heads": 2, "layers": 1, "cond_layers": 1, "cond_kernel": 3}
+    if paradigm == "mgm":  # the split per-clip / per-candidate model
+        model.update(context_layers=1, token_dim=8, token_heads=1)
     sampling = {"temperature": 1.0, "top_k": 4, "steps": 2, "confidence_noise": 1.0}
     return restorer_class(paradigm).from_codec(codec, model, sampling)
 

@@ -59,6 +59,14 @@ class TokenModel(Block):
     cond_kernel: int = Field(ge=1)
 
 
+class MGMModel(TokenModel):
+    """`d_model`/`heads`/`cond_layers` size the per-clip conditioning; `layers` the per-candidate token model."""
+
+    context_layers: int = Field(ge=0, description="Bidirectional Transformer layers over the conditioning, run once per clip.")
+    token_dim: int | None = Field(gt=0, description="Width of the per-candidate token Transformer (null = d_model).")
+    token_heads: int | None = Field(gt=0, description="Its attention heads (null = heads).")
+
+
 class ARSampling(Block):
     temperature: float = Field(gt=0)
     top_k: int = Field(ge=0, description="0 = no top-k filter.")
@@ -72,9 +80,11 @@ class MGMSampling(Block):
 
 
 class FMModel(Block):
-    hidden: int = Field(gt=0)
-    layers: int = Field(ge=1)
+    hidden: int = Field(gt=0, description="Width of the per-clip encoder of the degraded features.")
+    layers: int = Field(ge=1, description="Residual conv layers of the per-clip encoder.")
     kernel: int = Field(ge=1)
+    head_hidden: int = Field(gt=0, description="Width of the per-candidate, per-step head over the flow state.")
+    head_layers: int = Field(ge=1, description="Residual conv layers of that head (its cost is paid N x ode_steps times).")
     time_dim: int = Field(gt=0)
     noise_scale: float = Field(gt=0, description="sigma of the flow's start x0 = degraded + sigma * eps.")
     score_draws: int = Field(ge=1, description="(t, eps) draws averaged in the DPO preference score.")
@@ -92,7 +102,7 @@ class ARParams(Block):
 
 
 class MGMParams(Block):
-    model: TokenModel
+    model: MGMModel
     train: TrainLoop
     sampling: MGMSampling
 

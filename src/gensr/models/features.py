@@ -81,13 +81,40 @@ def phase_reference(degraded: Tensor, cfg: StftConfig, lengths: Tensor | None = 
     return torch.where(mag > 1e-7, unit, random_phasor.expand_as(spec))
 
 
+def istft(spec: Tensor, cfg: StftConfig, length: int) -> Tensor:
+    """Inverse of `stft` (centred, Hann window): [..., frames, bins] complex -> [..., length].
+
+    The same arithmetic as torch.istft (windowed irfft, overlap-add, division by the summed
+    squared window), but the overlap-add is n_fft / hop shifted additions instead of
+    torch.istft's fold, whose cost grows faster than the batch: 32 candidate rows took 69x
+    the time of 4 on this machine. Falls back to torch.istft when hop does not divide n_fft.
+    """
+    n_fft, hop = cfg.n_fft, cfg.hop
+    window = torch.hann_window(n_fft, device=spec.device, dtype=spec.real.dtype)
+    lead, frames = spec.shape[:-2], spec.shape[-2]
+    spec = spec.reshape(-1, *spec.shape[-2:])
+    if n_fft % hop:
+        wave = torch.istft(spec.transpose(1, 2), n_fft, hop, window=window, center=True, length=length)
+        return wave.reshape(*lead, length)
+    b, r = spec.shape[0], n_fft // hop
+    pieces = (torch.fft.irfft(spec, n=n_fft, dim=-1) * window).view(b, frames, r, hop)
+    out = spec.real.new_zeros(b, frames + r - 1, hop)
+    env = window.new_zeros(frames + r - 1, hop)
+    win_sq = window.pow(2).view(r, hop)
+    for j in range(r):  # piece j of frame t lands on output block t + j
+        out[:, j : j + frames] += pieces[:, :, j]
+        env[j : j + frames] += win_sq[j]
+    out, env = out.reshape(b, -1), env.reshape(-1)
+    start = n_fft // 2  # center=True
+    out, env = out[:, start : start + length], env[start : start + length]
+    return (out / torch.where(env > 1e-11, env, torch.ones_like(env))).reshape(*lead, length)
+
+
 def to_waveform(log_mag: Tensor, phasor: Tensor, length: int, cfg: StftConfig) -> Tensor:
-    """[B, frames, bins] log-magnitude + unit phasors -> [B, length] waveform."""
+    """[..., frames, bins] log-magnitude + unit phasors (broadcastable to it) -> [..., length] waveform."""
     mag = (torch.exp(log_mag) - cfg.log_floor).clamp_min(0.0)
-    spec = (mag * phasor).transpose(1, 2)
-    window = torch.hann_window(cfg.n_fft, device=log_mag.device, dtype=log_mag.dtype)
-    n = (spec.shape[-1] - 1) * cfg.hop
-    wave = torch.istft(spec, cfg.n_fft, cfg.hop, window=window, center=True, length=n)
+    n = (log_mag.shape[-2] - 1) * cfg.hop
+    wave = istft(mag * phasor, cfg, n)
     if wave.shape[-1] < length:
         wave = torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
     return wave[..., :length]

@@ -94,18 +94,17 @@ class Restorer(nn.Module):
         b, t = degraded.shape
         row_seeds = candidate_seeds(seeds, b, n_candidates)
         prep = self.prepare(degraded, lengths)
-        rows = torch.arange(b).repeat_interleave(n_candidates)  # row r = clip r // N, candidate r % N
-        gens = generators(row_seeds)
+        gens = generators(row_seeds)  # row r = clip r // N, candidate r % N
         # the per-clip context (conditioning encoders) runs once per clip, not once per candidate
         log_mag = self.generate(self.context(prep["cond"], prep["mask"]), prep["mask"], gens, n_candidates)
-        mask = prep["mask"][rows]
-        # silence after each clip's end so that padding never leaks into the overlap-add
-        log_mag = log_mag.masked_fill(~mask.unsqueeze(-1), float(np.log(self.stft_cfg.log_floor)))
-        wave = feats.to_waveform(log_mag, prep["phasor"][rows], t, self.stft_cfg)
+        log_mag = log_mag.view(b, n_candidates, *log_mag.shape[1:])
+        # silence after each clip's end so that padding never leaks into the overlap-add; the clip's
+        # mask and phase broadcast over its candidates instead of being copied N times
+        log_mag = log_mag.masked_fill(~prep["mask"][:, None, :, None], float(np.log(self.stft_cfg.log_floor)))
+        wave = feats.to_waveform(log_mag, prep["phasor"].unsqueeze(1), t, self.stft_cfg)
         if lengths is not None:
-            keep = torch.arange(t)[None, :] < lengths[rows].to(torch.long)[:, None]
-            wave = wave * keep
-        return wave.reshape(b, n_candidates, t)
+            wave = wave * (torch.arange(t)[None, :] < lengths.to(torch.long)[:, None]).unsqueeze(1)
+        return wave
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor,
                          lengths: Tensor | None = None) -> Tensor:

@@ -68,16 +68,21 @@ def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_
     """
     many = uniform.ndim == logits.ndim
     u = uniform if many else uniform.unsqueeze(-1)
-    log_probs = torch.log_softmax(logits, dim=-1)
     scaled = logits / max(temperature, 1e-5) if temperature != 1.0 else logits
     if 0 < top_k < logits.shape[-1]:
-        kth = scaled.topk(top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        # sample among the k largest only: the CDF runs over k entries (in descending order), not V
+        scaled, index = scaled.topk(top_k, dim=-1)
+    else:
+        index = None
     probs = torch.softmax(scaled, dim=-1)
     cdf = probs.cumsum(-1)
     # the first index whose cdf reaches u * total (= the count of cdf entries below it)
-    token = torch.searchsorted(cdf, (u * cdf[..., -1:]).contiguous()).clamp_max(logits.shape[-1] - 1)
-    # never pick a filtered-out token because of rounding at the top of the CDF
-    token = torch.where(probs.gather(-1, token) > 0, token, probs.argmax(-1, keepdim=True))
-    log_p = log_probs.gather(-1, token)
+    pick = torch.searchsorted(cdf, (u * cdf[..., -1:]).contiguous()).clamp_max(probs.shape[-1] - 1)
+    # never pick an underflowed (zero-probability) entry because of rounding at the top of the CDF
+    bad = probs.gather(-1, pick) <= 0
+    if bad.any():
+        pick = torch.where(bad, probs.argmax(-1, keepdim=True), pick)
+    token = pick if index is None else index.gather(-1, pick)
+    # log-prob under the unfiltered model: the logit minus the log-partition, without a full log_softmax
+    log_p = logits.gather(-1, token) - torch.logsumexp(logits, dim=-1, keepdim=True)
     return (token, log_p) if many else (token.squeeze(-1), log_p.squeeze(-1))
