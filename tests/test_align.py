@@ -74,8 +74,6 @@ def tiny_restorer(paradigm: str):
                                                    "kernel": 3, "latent_dim": 4}})
     codec.codebooks.copy_(torch.randn_like(codec.codebooks))
     model = {"d_model": 16, "heads": 2, "layers": 1, "cond_layers": 1, "cond_kernel": 3}
-    if paradigm == "mgm":  # the split per-clip / per-candidate model
-        model.update(context_layers=1, token_dim=8, token_heads=1)
     sampling = {"temperature": 1.0, "top_k": 4, "steps": 2, "confidence_noise": 1.0}
     return restorer_class(paradigm).from_codec(codec, model, sampling)
 

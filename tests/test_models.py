@@ -29,7 +29,6 @@ TINY = [
       [("steps", 3), ("batch_size", 2), ("crop_seconds", 0.5), ("warmup_steps", 1)]],
     *[f"restorers.{p}.model.{k}={v}" for p in ("ar", "mgm") for k, v in
       [("d_model", 16), ("heads", 2), ("layers", 1), ("cond_layers", 1)]],
-    "restorers.mgm.model.context_layers=1", "restorers.mgm.model.token_dim=8", "restorers.mgm.model.token_heads=1",
     "restorers.fm.model.hidden=16", "restorers.fm.model.layers=2", "restorers.fm.model.time_dim=8",
     "restorers.fm.model.head_hidden=8", "restorers.fm.model.head_layers=1",
     "restorers.fm.model.score_draws=2", "restorers.fm.sampling.ode_steps=3", "restorers.mgm.sampling.steps=3",
@@ -221,27 +220,6 @@ def test_istft_equals_torch_istft(n_fft, hop):
     ref = torch.istft(spec.reshape(6, 40, -1).transpose(1, 2), n_fft, hop, window=torch.hann_window(n_fft),
                       center=True, length=n).reshape(2, 3, n)
     assert torch.allclose(istft(spec, cfg, n), ref, atol=1e-6, rtol=0)
-
-
-def test_mgm_split_model_shares_the_clip_context_and_old_configs_still_build():
-    """context_layers > 0 adds a per-clip Transformer before a narrower per-candidate one; 0 / null
-    (the checkpoints written before the split) builds the single-Transformer model with its old keys."""
-    from gensr.models.codec import SpectralCodec
-    from gensr.models.mgm import MGMRestorer
-
-    stft_cfg = {"n_fft": 256, "hop": 128, "log_floor": 1e-2}
-    codec = SpectralCodec({"stft": stft_cfg, "model": {"n_codebooks": 2, "codebook_size": 8, "hidden": 16, "layers": 1,
-                                                       "kernel": 3, "latent_dim": 4}})
-    old = {"d_model": 16, "heads": 2, "layers": 1, "cond_layers": 1, "cond_kernel": 3}
-    sampling = {"temperature": 1.0, "top_k": 4, "steps": 2, "confidence_noise": 1.0}
-    single = MGMRestorer.from_codec(codec, old, sampling)
-    assert single.context_transformer is None and not any(k.startswith("to_token") for k in single.state_dict())
-    split = MGMRestorer.from_codec(codec, {**old, "context_layers": 1, "token_dim": 8, "token_heads": 1}, sampling)
-    assert split.token_embed[0].embedding_dim == 8 and split.context_transformer is not None
-    x = 0.1 * torch.randn(2, 2560, generator=torch.Generator().manual_seed(0))
-    out = split.restore(x, 3, [1, 2, 3])
-    assert out.shape == (2, 3, 2560) and torch.isfinite(out).all()
-    assert torch.equal(out, split.restore(x, 3, [1, 2, 3]))
 
 
 def test_codec_decoder_reads_the_degraded_side_input(clips):

@@ -59,14 +59,6 @@ class TokenModel(Block):
     cond_kernel: int = Field(ge=1)
 
 
-class MGMModel(TokenModel):
-    """`d_model`/`heads`/`cond_layers` size the per-clip conditioning; `layers` the per-candidate token model."""
-
-    context_layers: int = Field(ge=0, description="Bidirectional Transformer layers over the conditioning, run once per clip.")
-    token_dim: int | None = Field(gt=0, description="Width of the per-candidate token Transformer (null = d_model).")
-    token_heads: int | None = Field(gt=0, description="Its attention heads (null = heads).")
-
-
 class ARSampling(Block):
     temperature: float = Field(gt=0)
     top_k: int = Field(ge=0, description="0 = no top-k filter.")
@@ -102,7 +94,7 @@ class ARParams(Block):
 
 
 class MGMParams(Block):
-    model: MGMModel
+    model: TokenModel
     train: TrainLoop
     sampling: MGMSampling
 

@@ -4,13 +4,6 @@ Training masks a cosine-scheduled fraction of the K x frames tokens and predicts
 the unmasked ones and the degraded conditioning. Decoding starts fully masked and, over
 `steps` parallel iterations, samples every masked token and keeps the most confident ones
 (confidence = log-prob + annealed Gumbel noise), following the same cosine schedule.
-
-The work splits into a per-clip part and a per-candidate part. The degraded conditioning
-goes through the conv encoder and a bidirectional `context_layers` Transformer once per clip;
-the token Transformer (`layers` at width `token_dim`) that reads the partly revealed tokens
-runs per candidate at every decoding step. Keeping the per-candidate part light is what lets
-N candidates cost little more than one. `context_layers: 0` and `token_dim: null` give the
-original single-Transformer model (old checkpoints load unchanged).
 """
 
 from __future__ import annotations
@@ -36,29 +29,18 @@ class MGMRestorer(TokenRestorer):
         super().__init__(config)
         m = config["model"]
         d, k, v = m["d_model"], self.n_codebooks, self.codebook_size
-        td = m.get("token_dim") or d
-        context_layers = int(m.get("context_layers") or 0)
         self.mask_id = v
-        self.context_transformer = Transformer(d, m["heads"], context_layers, causal=False) if context_layers else None
-        self.to_token = nn.Linear(d, td) if td != d else nn.Identity()
-        self.token_embed = nn.ModuleList(nn.Embedding(v + 1, td) for _ in range(k))
-        self.transformer = Transformer(td, m.get("token_heads") or m["heads"], m["layers"], causal=False)
-        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(td, td), nn.GELU(), nn.Linear(td, v)) for _ in range(k))
-
-    def condition(self, degraded_log_mag: Tensor, mask: Tensor) -> Tensor:
-        """Per-clip conditioning at the token width: conv encoder, then the context Transformer."""
-        cond = super().condition(degraded_log_mag, mask)
-        if self.context_transformer is not None:
-            cond = self.context_transformer(cond, mask)
-        return self.to_token(cond) * mask.unsqueeze(-1)
+        self.token_embed = nn.ModuleList(nn.Embedding(v + 1, d) for _ in range(k))
+        self.transformer = Transformer(d, m["heads"], m["layers"], causal=False)
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, v)) for _ in range(k))
 
     def hidden_states(self, cond: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        """cond [B, T, token_dim], tokens [B, T, K] (mask_id where hidden) -> [B, T, token_dim]."""
+        """cond [B, T, d], tokens [B, T, K] (mask_id where hidden) -> [B, T, d]."""
         x = cond + sum(emb(tokens[..., i]) for i, emb in enumerate(self.token_embed))
         return self.transformer(x, mask)
 
     def logits(self, cond: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        """cond [B, T, token_dim], tokens [B, T, K] (mask_id where hidden) -> logits [B, T, K, V]."""
+        """cond [B, T, d], tokens [B, T, K] (mask_id where hidden) -> logits [B, T, K, V]."""
         hidden = self.hidden_states(cond, tokens, mask)
         return torch.stack([head(hidden) for head in self.heads], dim=2)
 
