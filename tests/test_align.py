@@ -66,7 +66,7 @@ def tiny_restorer(paradigm: str):
         from gensr.models.fm import FMRestorer
 
         return FMRestorer.build(STFT, {"noise_scale": 0.5, "score_draws": 1, "hidden": 16, "layers": 2, "kernel": 3,
-                                       "head_hidden": 8, "head_layers": 1, "time_dim": 8}, {"noise_factor": 1.0, "ode_steps": 2})
+                                       "time_dim": 8}, {"noise_factor": 1.0, "ode_steps": 2})
     from gensr.models.codec import SpectralCodec
     from gensr.models.registry import restorer_class
 

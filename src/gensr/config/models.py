@@ -72,11 +72,9 @@ class MGMSampling(Block):
 
 
 class FMModel(Block):
-    hidden: int = Field(gt=0, description="Width of the per-clip encoder of the degraded features.")
-    layers: int = Field(ge=1, description="Residual conv layers of the per-clip encoder.")
+    hidden: int = Field(gt=0)
+    layers: int = Field(ge=1)
     kernel: int = Field(ge=1)
-    head_hidden: int = Field(gt=0, description="Width of the per-candidate, per-step head over the flow state.")
-    head_layers: int = Field(ge=1, description="Residual conv layers of that head (its cost is paid N x ode_steps times).")
     time_dim: int = Field(gt=0)
     noise_scale: float = Field(gt=0, description="sigma of the flow's start x0 = degraded + sigma * eps.")
     score_draws: int = Field(ge=1, description="(t, eps) draws averaged in the DPO preference score.")

@@ -24,56 +24,25 @@ from gensr.models.restorer import Restorer, draw_padded, generators, repeat_rows
 
 
 class VelocityNet(nn.Module):
-    """The correction x1_hat - y given (x_t, t, y), in two parts.
+    """The correction x1_hat - y given (x_t, t, y): residual dilated convolutions, FiLM-conditioned on t."""
 
-    - `encode(y)`, once per clip: a deep residual conv encoder of the degraded features. It
-      gives a clip-level correction (the restorer's estimate of clean - degraded) and the
-      features the head reads. A clip's candidates share it, and so do the ODE steps.
-    - `head(x_t, t, enc)`, per candidate and step: a light FiLM(t)-conditioned conv stack
-      over the flow state that refines the clip-level estimate for this candidate's x_t.
-
-    Most of the work is in the encoder, so N candidates cost little more than one (the
-    sampling benchmark's N = 8 vs N = 1). Both output layers start at zero: x1_hat = y.
-    """
-
-    def __init__(self, n_bins: int, hidden: int, layers: int, kernel: int, time_dim: int,
-                 head_hidden: int, head_layers: int):
+    def __init__(self, n_bins: int, hidden: int, layers: int, kernel: int, time_dim: int):
         super().__init__()
         self.time_dim = time_dim
-        self.encoder = ConvStack(n_bins, hidden, layers, kernel)
-        self.clip_out = nn.Linear(hidden, n_bins)
-        self.to_head = nn.Linear(hidden, head_hidden)
-        self.time_mlp = nn.Sequential(nn.Linear(time_dim, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_hidden))
-        self.head = ConvStack(n_bins, head_hidden, head_layers, kernel, film_dim=head_hidden)
-        self.out = nn.Linear(head_hidden, n_bins)
-        for layer in (self.clip_out, self.out):  # start as the identity restorer: x1_hat = y
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def encode(self, y: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Per-clip part: {"base": clip-level correction [B, T, bins], "feats": head input [B, T, head_hidden]}."""
-        h = self.encoder(y, mask)
-        return {"base": self.clip_out(h) * mask.unsqueeze(-1), "feats": self.to_head(h)}
-
-    def refine(self, x_t: Tensor, t: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
-        """Per-candidate part: the head's refinement for flow state x_t at time t [B, T, bins]."""
-        film = self.time_mlp(timestep_embedding(t, self.time_dim))
-        return self.out(self.head(x_t, mask, film, extra=feats)) * mask.unsqueeze(-1)
-
-    def correction(self, x_t: Tensor, t: Tensor, enc: dict[str, Tensor], mask: Tensor) -> Tensor:
-        """x1_hat - y for flow state x_t at time t, given the clip's encoding."""
-        return enc["base"] + self.refine(x_t, t, enc["feats"], mask)
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.body = ConvStack(2 * n_bins, hidden, layers, kernel, film_dim=hidden)
+        self.out = nn.Linear(hidden, n_bins)
+        nn.init.zeros_(self.out.weight)  # start as the identity restorer: x1_hat = y
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x_t: Tensor, t: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-        return self.correction(x_t, t, self.encode(y, mask), mask)
+        film = self.time_mlp(timestep_embedding(t, self.time_dim))
+        return self.out(self.body(torch.cat([x_t, y], dim=-1), mask, film)) * mask.unsqueeze(-1)
 
 
-def endpoint(net: VelocityNet, x_t: Tensor, t: Tensor, y: Tensor, mask: Tensor,
-             enc: dict[str, Tensor] | None = None) -> Tensor:
-    """x1_hat: the degraded features plus the net's correction (zero at init: identity restorer).
-    Pass `enc = net.encode(y, mask)` to reuse a clip's encoding across steps and candidates."""
-    enc = net.encode(y, mask) if enc is None else enc
-    return (y + net.correction(x_t, t, enc, mask)) * mask.unsqueeze(-1)
+def endpoint(net: VelocityNet, x_t: Tensor, t: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """x1_hat: the degraded features plus the net's correction (zero at init: identity restorer)."""
+    return (y + net(x_t, t, y, mask)) * mask.unsqueeze(-1)
 
 
 class FMRestorer(Restorer):
@@ -85,8 +54,7 @@ class FMRestorer(Restorer):
         self.noise_scale = float(m["noise_scale"])
         self.score_draws = int(m["score_draws"])
         self.norm = feats.FeatureNorm(self.stft_cfg.n_bins)
-        self.velocity = VelocityNet(self.stft_cfg.n_bins, m["hidden"], m["layers"], m["kernel"], m["time_dim"],
-                                    m["head_hidden"], m["head_layers"])
+        self.velocity = VelocityNet(self.stft_cfg.n_bins, m["hidden"], m["layers"], m["kernel"], m["time_dim"])
 
     @classmethod
     def build(cls, stft: dict, model: dict, sampling: dict) -> "FMRestorer":
@@ -98,14 +66,14 @@ class FMRestorer(Restorer):
         mask = feats.frame_mask(lengths, y.shape[0], y.shape[1], self.stft_cfg.hop, degraded.device)
         return y * mask.unsqueeze(-1), x1 * mask.unsqueeze(-1), mask
 
-    def _velocity_mse(self, y, x1, mask, t, eps, enc=None) -> Tensor:
+    def _velocity_mse(self, y, x1, mask, t, eps) -> Tensor:
         """Per-sample (1 - t)^2-weighted velocity MSE over valid frames and bins: [B].
 
         (1 - t)^2 * |v_hat - v|^2 = |x1_hat - x1|^2, since v_hat - v = (x1_hat - x1) / (1 - t).
         """
         x0 = y + self.noise_scale * eps
         x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
-        err = (endpoint(self.velocity, x_t, t, y, mask, enc) - x1).pow(2) * mask.unsqueeze(-1)
+        err = (endpoint(self.velocity, x_t, t, y, mask) - x1).pow(2) * mask.unsqueeze(-1)
         return err.sum(dim=(1, 2)) / (mask.sum(1) * y.shape[-1])
 
     def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -119,30 +87,25 @@ class FMRestorer(Restorer):
         """-0.5 * the (1 - t)^2-weighted velocity MSE, averaged over `score_draws` (t, eps) draws from seeds[b]."""
         y, x1, mask = self._flow_inputs(degraded, target, lengths)
         gens = generators(torch.as_tensor(seeds, dtype=torch.int64))
-        enc = self.velocity.encode(y, mask)  # y does not depend on the draw
         total = torch.zeros(y.shape[0], device=y.device)
         for _ in range(self.score_draws):
             t = torch.stack([torch.rand((), generator=g) for g in gens])
             eps = draw_padded(gens, mask.sum(1), (y.shape[-1],), y.shape[1])
-            total = total + self._velocity_mse(y, x1, mask, t, eps, enc)
+            total = total + self._velocity_mse(y, x1, mask, t, eps)
         return -0.5 * total / self.score_draws
 
     def context(self, cond_log_mag: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Once per clip, for every step and candidate: the normalised degraded features y, the
-        clip-level endpoint estimate y + base, and the features the per-candidate head reads."""
-        y = self.norm(cond_log_mag) * mask.unsqueeze(-1)
-        enc = self.velocity.encode(y, mask)
-        return {"y": y, "anchor": y + enc["base"], "feats": enc["feats"]}
+        return {"y": self.norm(cond_log_mag) * mask.unsqueeze(-1)}
 
     def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
-        """Euler steps of every candidate's own x_t; only the light head runs per candidate and step."""
+        """Every network pass depends on the candidate's own x_t, so nothing but y is shared."""
         ctx, mask = repeat_rows(ctx, mask, n_candidates)
-        y, anchor, feats = ctx["y"], ctx["anchor"], ctx["feats"]
+        y = ctx["y"]
         eps = draw_padded(gens, mask.sum(1), (y.shape[-1],), y.shape[1])
         x = y + self.noise_scale * float(self.sampling["noise_factor"]) * eps
         steps = int(self.sampling["ode_steps"])
         for i in range(steps):
             t = torch.full((y.shape[0],), i / steps)
-            x1_hat = anchor + self.velocity.refine(x, t, feats, mask)  # = endpoint(...), base computed once
-            x = torch.lerp(x, x1_hat, 1.0 / (steps - i))  # Euler step dt = 1/steps with v = (x1_hat - x) / (1 - t)
+            x1_hat = endpoint(self.velocity, x, t, y, mask)
+            x = x + (x1_hat - x) / (steps - i)  # Euler step dt = 1/steps with v = (x1_hat - x) / (1 - t)
         return self.norm.inverse(x)
