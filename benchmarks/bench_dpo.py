@@ -1,8 +1,10 @@
 """One DPO step on B pairs vs one SFT step on the same 2B clips (chosen + rejected), per paradigm.
 
 Models have the params.yaml sizes (random init; speed does not depend on the weights). AR/MGM
-use cached reference scores (the DPO step runs only the policy); FM runs its reference every
-step on the same t and noise, with dpo.fm.score_draws draws per score as in training. Target: DPO/SFT <= 1.3x for AR and MGM.
+use cached reference scores (the DPO step runs only the policy) and, as in training, score the
+candidates' stored sampled tokens (no codec encoding in the DPO step; the SFT step encodes its
+clean targets); FM runs its reference every step on the same t and noise, with dpo.fm.score_draws
+draws per score as in training. Target: DPO/SFT <= 1.3x for AR and MGM.
 
     python -m benchmarks dpo [--repeats=3] [--paradigms=ar,mgm,fm]
 """
@@ -65,8 +67,12 @@ def bench_paradigm(params, paradigm: str, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     deg, cho, rej = (torch.randn(b, t, generator=g) * 0.1 for _ in range(3))
     seeds = torch.arange(b, dtype=torch.int64)
+    codes = (None, None)
+    if paradigm != "fm":  # the tokens a candidate was sampled with (here: its encoding, computed once)
+        frames = torch.ones(b, policy.prepare(cho, None)["mask"].shape[1], dtype=torch.bool)
+        codes = (policy.targets(cho, frames), policy.targets(rej, frames))
     with torch.no_grad():
-        ref_c, ref_r = stacked_scores(reference, deg, cho, rej, seeds)
+        ref_c, ref_r = stacked_scores(reference, deg, cho, rej, seeds, *codes)
 
     def sft_step():
         opt.zero_grad()
@@ -75,7 +81,7 @@ def bench_paradigm(params, paradigm: str, repeats: int) -> dict:
 
     def dpo_step():
         opt.zero_grad()
-        pc, pr = stacked_scores(policy, deg, cho, rej, seeds)
+        pc, pr = stacked_scores(policy, deg, cho, rej, seeds, *codes)
         if paradigm == "fm":
             with torch.no_grad():
                 rc, rr = stacked_scores(reference, deg, cho, rej, seeds)

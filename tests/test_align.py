@@ -112,8 +112,10 @@ def test_gradients_flow_into_the_policy_only_and_loss_starts_at_log2(paradigm):
     assert "policy" not in module.hparams and "reference" not in module.hparams
 
 
-def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25):
+def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25, codebooks=0):
+    """Pair audio (+ with `codebooks`, per-candidate token files whose entry [f, k] = 100 f + k)."""
     from gensr.audio.io import write_wav
+    from gensr.models.features import n_frames
 
     rng = np.random.default_rng(0)
     rows = []
@@ -127,9 +129,49 @@ def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25):
         rows.append({"pair_id": f"p{i}", "deg_id": f"d{i}", "role": "heldout" if i >= n_pairs - 2 else "train",
                      "degraded_path": f"wav/degraded{i}.wav", "chosen_path": f"wav/chosen{i}.wav",
                      "rejected_path": f"wav/rejected{i}.wav", "seed": 100 + i})
+        if codebooks:
+            f = n_frames(len(t), STFT["hop"])
+            for kind in ("chosen", "rejected"):
+                codes = (100 * np.arange(f)[:, None] + np.arange(codebooks)[None, :]) % 8
+                (tmp_path / "codes").mkdir(exist_ok=True)
+                np.save(tmp_path / "codes" / f"{kind}{i}.npy", codes.astype(np.int32))
+                rows[-1][f"{kind}_codes_path"] = f"codes/{kind}{i}.npy"
     pairs = pd.DataFrame(rows)
     pairs.to_parquet(tmp_path / "pairs.parquet")
     return pairs
+
+
+def test_pair_tensors_crop_the_sampled_tokens_with_the_audio(tmp_path):
+    """The crop offset is a multiple of the hop and the tokens are cut at offset / hop; frames past
+    a short clip hold -1 (filled from the codec encoding by the model)."""
+    from gensr.align.data import PairTensors
+    from gensr.audio.io import read_wav
+    from gensr.models.features import n_frames
+
+    hop = STFT["hop"]
+    pairs = _write_pairs(tmp_path, n_pairs=4, seconds=0.3, codebooks=2)
+    long = PairTensors(pairs, tmp_path, 16000, 0.2, hop)
+    frames = n_frames(int(0.2 * 16000), hop)
+    assert long.chosen_codes.shape == (4, frames, 2) and long.rejected_codes.shape == (4, frames, 2)
+    offsets = set()
+    for i, row in pairs.iterrows():
+        full, _ = read_wav(tmp_path / row["chosen_path"])
+        seg = long.chosen[i].numpy()
+        start = next(o for o in range(len(full) - len(seg) + 1) if np.array_equal(full[o : o + len(seg)], seg))
+        assert start % hop == 0
+        offsets.add(start)
+        expected = np.load(tmp_path / row["chosen_codes_path"])[start // hop : start // hop + frames]
+        assert np.array_equal(long.chosen_codes[i, : len(expected)].numpy(), expected)
+    assert len(offsets) > 1  # seeded per pair, not always 0
+    short = PairTensors(pairs, tmp_path, 16000, 0.5, hop)  # longer than the clips: zero-padded
+    clip_frames = n_frames(int(0.3 * 16000), hop)
+    assert (short.chosen_codes[:, clip_frames:] == -1).all() and (short.chosen_codes[:, :clip_frames] >= 0).all()
+    with pytest.raises(ValueError, match="hop"):
+        PairTensors(pairs, tmp_path, 16000, 0.2)
+    wrong = pairs.copy()
+    np.save(tmp_path / "codes" / "chosen0.npy", np.zeros((3, 2), np.int32))
+    with pytest.raises(ValueError, match="chosen0.npy"):
+        PairTensors(wrong, tmp_path, 16000, 0.2, hop)
 
 
 @pytest.mark.slow
@@ -140,7 +182,7 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     from gensr.align.train import DPOSettings, run_dpo
     from gensr.models import Restorer
 
-    pairs = _write_pairs(tmp_path)
+    pairs = _write_pairs(tmp_path, codebooks=0 if paradigm == "fm" else 2)  # AR/MGM: scored on their tokens
     base = tiny_restorer(paradigm)
     base_path = base.save(tmp_path / "base.pt")
     settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,

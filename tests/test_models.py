@@ -132,6 +132,40 @@ def test_candidate_does_not_depend_on_how_many_share_the_call(trained, clips, pa
         assert torch.allclose(together[:, j], alone[:, 0], atol=1e-5), (paradigm, seed)
 
 
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_restore_can_return_the_sampled_codes(trained, clips, paradigm):
+    """return_codes gives the same waveforms plus the tokens they were decoded from (token paradigms);
+    scoring those tokens is what DPO does, and a re-encoding of the waveform is not the same sequence."""
+    model = trained[paradigm]
+    x = batch(clips[:2])
+    plain = model.restore(x, 2, [5, 6])
+    wave, codes = model.restore(x, 2, [5, 6], return_codes=True)
+    assert torch.equal(wave, plain)
+    if paradigm == "fm":
+        assert codes is None
+        return
+    frames = model.prepare(x, None)["mask"].shape[1]
+    assert codes.shape == (2, 2, frames, model.n_codebooks) and codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < model.codebook_size
+    deg = x.repeat_interleave(2, 0)
+    flat_wave, flat_codes = wave.reshape(4, -1), codes.reshape(4, frames, -1)
+    seeds = torch.arange(4)
+    with torch.no_grad():
+        re_encoded = model.targets(flat_wave, torch.ones(4, frames, dtype=torch.bool))
+        by_wave = model.preference_score(deg, flat_wave, seeds)
+        assert torch.allclose(model.preference_score(deg, flat_wave, seeds, codes=re_encoded), by_wave)
+        by_codes = model.preference_score(deg, flat_wave, seeds, codes=flat_codes)
+        # unknown entries (-1) are taken from the re-encoding
+        partial = flat_codes.clone()
+        partial[:, frames // 2 :] = -1
+        mixed = torch.cat([flat_codes[:, : frames // 2], re_encoded[:, frames // 2 :]], dim=1)
+        assert torch.allclose(model.preference_score(deg, flat_wave, seeds, codes=partial),
+                              model.preference_score(deg, flat_wave, seeds, codes=mixed))
+    assert not torch.equal(re_encoded, flat_codes) and not torch.allclose(by_codes, by_wave)
+    with pytest.raises(ValueError, match="expected"):
+        model.preference_score(deg, flat_wave, seeds, codes=flat_codes[:, :-1])
+
+
 def test_sampler_draws_many_tokens_from_shared_logits_like_one_at_a_time():
     from gensr.models.token_restorer import sample_from_logits
 

@@ -49,7 +49,8 @@ def test_sample_candidates_manifest_and_resume(project):
     out = Path(summary["path"]).parent
     table = pd.read_parquet(out / "manifest.parquet")
     assert list(table.columns) == ["cand_id", "deg_id", "utt_id", "paradigm", "candidate", "seed", "path",
-                                   "clean_path", "degraded_path", "text", "speaker", "split"]
+                                   "codes_path", "clean_path", "degraded_path", "text", "speaker", "split"]
+    assert table["codes_path"].isna().all() and not (out / "codes").exists()  # FM samples no tokens
     assert len(table) == 5 * 3 and table["deg_id"].nunique() == 5 and set(table["split"]) == {"train"}
     assert table["cand_id"].is_monotonic_increasing and table["seed"].nunique() == 15
     row = table.iloc[0]
@@ -69,6 +70,31 @@ def test_sample_candidates_manifest_and_resume(project):
     resumed = sample_candidates(project, "fm")
     assert resumed["shards_resumed"] == 2
     assert (out / "manifest.parquet").read_bytes() == first and wav.read_bytes() == before
+
+
+def test_token_candidates_store_the_tokens_they_were_decoded_from(project):
+    """AR/MGM candidates keep their sampled tokens ([stft frames, K] per clip): decoding them again
+    with the clip's degraded input gives the written WAV, so DPO can score what the model generated."""
+    from gensr.models import load_restorer
+    from gensr.models.features import n_frames
+    from gensr.stages.sample import sample_candidates
+    from test_align import tiny_restorer
+
+    path = Path(project.paths.models) / "base/ar/restorer.pt"
+    tiny_restorer("ar").save(path)
+    out = Path(sample_candidates(project, "ar")["path"]).parent
+    table = pd.read_parquet(out / "manifest.parquet")
+    assert table["codes_path"].notna().all() and len(list((out / "codes").glob("*.npy"))) == len(table)
+    model = load_restorer(path)
+    model.sampling.update(project.restorers.ar.sampling.model_dump())  # as the stage does
+    for row in table.iloc[[0, 4]].itertuples():
+        codes = np.load(out / row.codes_path)
+        wave, _ = read_wav(out / row.path)
+        assert codes.dtype == np.int32 and codes.shape == (n_frames(len(wave), model.stft_cfg.hop), model.n_codebooks)
+        degraded = torch.from_numpy(read_wav(out / row.degraded_path)[0])[None]
+        again, again_codes = model.restore(degraded, 1, [int(row.seed)], return_codes=True)
+        assert np.array_equal(again_codes[0, 0].numpy(), codes)
+        assert np.allclose(again[0, 0].numpy(), wave, atol=1e-4)
 
 
 def test_candidates_of_a_clip_differ(project):

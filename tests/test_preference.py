@@ -180,8 +180,12 @@ def test_export_is_a_self_contained_dataset_folder(tmp_path):
     cands["path"] = "../../../cand/" + cands["path"]
     cands["clean_path"] = "../../../clean/" + cands["utt_id"] + ".wav"
     cands["degraded_path"] = "../../../deg/" + cands["deg_id"] + ".wav"
+    cands["codes_path"] = "../../../codes/" + cands["cand_id"] + ".npy"  # a token restorer's sampled tokens
     for rel in set(cands["path"]) | set(cands["clean_path"]) | set(cands["degraded_path"]):
         write_wav(src / rel, np.zeros(160, np.float32), 16000)
+    for i, rel in enumerate(cands["codes_path"]):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(src / rel, np.full((2, 2), i, np.int32))
     rules = rules_for_strategy("multi", ["pesq", "wer", "spk"], {"pesq": True, "wer": False, "spk": True}, {})
     pairs = build_pair_table(cands, wide, strategy="multi", rules=rules, max_pairs_per_clip=1, seed=0,
                              heldout_fraction=0.0)
@@ -191,8 +195,12 @@ def test_export_is_a_self_contained_dataset_folder(tmp_path):
     summary = export_dataset(src / "pairs.parquet", out, stats, {"paradigm": "mgm", "strategy": "multi"})
     assert summary["n_pairs"] == 3
     exported = pd.read_parquet(out / "pairs.parquet")
-    for col in ("chosen_path", "rejected_path", "degraded_path", "clean_path"):
+    for col in ("chosen_path", "rejected_path", "degraded_path", "clean_path", "chosen_codes_path",
+                "rejected_codes_path"):
         assert all((out / p).is_file() and not p.startswith("..") for p in exported[col])
+    for kind in ("chosen", "rejected"):  # the exported tokens are the candidate's own
+        for src_rel, out_rel in zip(pairs[f"{kind}_codes_path"], exported[f"{kind}_codes_path"]):
+            assert np.array_equal(np.load(src / src_rel), np.load(out / out_rel))
     card = (out / "README.md").read_text()
     assert "unanimous" in card and "pairs.parquet" in card
     pd.testing.assert_frame_equal(exported.drop(columns=[c for c in exported if c.endswith("_path")]),

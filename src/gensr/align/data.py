@@ -4,6 +4,11 @@ Each pair is cropped to a fixed segment with an offset drawn from its own seed (
 for degraded/chosen/rejected, and the same crop every epoch), so cached reference scores stay
 valid. Clips shorter than the segment are zero-padded. Everything is loaded once: the demo pair
 sets are small, and loading in the training loop would cost more than the model on 2 cores.
+
+When the pair table carries the tokens the restorer sampled (`*_codes_path`, AR/MGM), they are
+cropped to the same segment: the offset is then a multiple of the STFT hop, so segment frame j is
+clip frame offset / hop + j. Frames without a token (padding, or a chosen clean reference) hold -1
+and the model fills them from the codec encoding of the waveform.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from gensr.audio.io import read_wav
+from gensr.models.features import n_frames
 
 
 def crop_or_pad(wave: np.ndarray, length: int, offset: int) -> np.ndarray:
@@ -28,11 +34,17 @@ def crop_or_pad(wave: np.ndarray, length: int, offset: int) -> np.ndarray:
 class PairTensors(Dataset):
     """All pairs of one role held as [P, T] float tensors (+ optional cached reference scores)."""
 
-    def __init__(self, pairs: pd.DataFrame, pairs_dir: str | Path, sample_rate: int, segment_seconds: float):
+    def __init__(self, pairs: pd.DataFrame, pairs_dir: str | Path, sample_rate: int, segment_seconds: float,
+                 hop: int | None = None):
         self.pairs = pairs.reset_index(drop=True)
         pairs_dir = Path(pairs_dir)
         length = int(round(segment_seconds * sample_rate))
+        code_cols = [f"{kind}_codes_path" for kind in ("chosen", "rejected")]
+        with_codes = all(c in self.pairs for c in code_cols) and bool(self.pairs[code_cols].notna().any(axis=None))
+        if with_codes and not hop:
+            raise ValueError("pairs carry sampled tokens (*_codes_path): PairTensors needs the restorer's STFT hop")
         deg, cho, rej = [], [], []
+        codes = {"chosen": [], "rejected": []}
         for row in tqdm(self.pairs.itertuples(), total=len(self.pairs), desc="load pairs", leave=False):
             waves = {}
             for kind in ("degraded", "chosen", "rejected"):
@@ -42,14 +54,28 @@ class PairTensors(Dataset):
                     raise ValueError(f"{path}: sample rate {sr} != audio.sample_rate {sample_rate}")
                 waves[kind] = wave
             n = min(len(w) for w in waves.values())
-            offset = int(np.random.default_rng(int(row.seed)).integers(0, max(n - length, 0) + 1))
+            rng = np.random.default_rng(int(row.seed))
+            if with_codes:
+                offset = hop * int(rng.integers(0, max(n - length, 0) // hop + 1))
+            else:
+                offset = int(rng.integers(0, max(n - length, 0) + 1))
             deg.append(crop_or_pad(waves["degraded"][:n], length, offset))
             cho.append(crop_or_pad(waves["chosen"][:n], length, offset))
             rej.append(crop_or_pad(waves["rejected"][:n], length, offset))
+            if with_codes:
+                for kind in codes:
+                    codes[kind].append(crop_codes(pairs_dir, getattr(row, f"{kind}_codes_path"), offset // hop,
+                                                  n_frames(length, hop), n_frames(n, hop)))
         self.degraded = torch.from_numpy(np.stack(deg)) if deg else torch.zeros(0, length)
         self.chosen = torch.from_numpy(np.stack(cho)) if cho else torch.zeros(0, length)
         self.rejected = torch.from_numpy(np.stack(rej)) if rej else torch.zeros(0, length)
         self.seeds = torch.tensor(self.pairs["seed"].to_numpy(np.int64)) if len(self.pairs) else torch.zeros(0, dtype=torch.int64)
+        self.chosen_codes = self.rejected_codes = None
+        if with_codes:
+            k = max(c.shape[1] for c in codes["chosen"] + codes["rejected"] if c.shape[1])
+            self.chosen_codes, self.rejected_codes = (
+                torch.from_numpy(np.stack([c if c.shape[1] else np.full((len(c), k), -1, np.int64) for c in codes[kind]]))
+                for kind in ("chosen", "rejected"))
         self.ref_chosen: torch.Tensor | None = None
         self.ref_rejected: torch.Tensor | None = None
 
@@ -66,7 +92,26 @@ class PairTensors(Dataset):
                 "seed": self.seeds[i], "index": i}
         if self.ref_chosen is not None:
             item["ref_chosen"], item["ref_rejected"] = self.ref_chosen[i], self.ref_rejected[i]
+        if self.chosen_codes is not None:
+            item["chosen_codes"], item["rejected_codes"] = self.chosen_codes[i], self.rejected_codes[i]
         return item
+
+
+def crop_codes(pairs_dir: Path, rel: str | None, first: int, frames: int, clip_frames: int) -> np.ndarray:
+    """Frames [first, first + frames) of a candidate's sampled tokens, -1 where there are none.
+
+    No file (e.g. the clean reference chosen by gt_as_chosen) gives a [frames, 0] placeholder.
+    """
+    if not isinstance(rel, str):
+        return np.zeros((frames, 0), np.int64)
+    path = pairs_dir / rel
+    codes = np.load(path)
+    if codes.ndim != 2 or len(codes) != clip_frames:
+        raise ValueError(f"{path}: tokens of shape {codes.shape}, expected [{clip_frames}, K] for the paired audio")
+    out = np.full((frames, codes.shape[1]), -1, np.int64)
+    part = codes[first : first + frames]
+    out[: len(part)] = part
+    return out
 
 
 @torch.no_grad()
@@ -81,7 +126,8 @@ def score_pairs(model, data: PairTensors, batch_size: int, desc: str = "referenc
     chosen, rejected = [], []
     for start in tqdm(range(0, len(data), batch_size), desc=desc, leave=False):
         sl = slice(start, start + batch_size)
-        c, r = stacked_scores(model, data.degraded[sl], data.chosen[sl], data.rejected[sl], data.seeds[sl])
+        codes = (None, None) if data.chosen_codes is None else (data.chosen_codes[sl], data.rejected_codes[sl])
+        c, r = stacked_scores(model, data.degraded[sl], data.chosen[sl], data.rejected[sl], data.seeds[sl], *codes)
         chosen.append(c)
         rejected.append(r)
     model.train(was_training)
@@ -89,9 +135,13 @@ def score_pairs(model, data: PairTensors, batch_size: int, desc: str = "referenc
     return (torch.cat(chosen) if chosen else empty), (torch.cat(rejected) if rejected else empty)
 
 
-def stacked_scores(model, degraded, chosen, rejected, seeds) -> tuple[torch.Tensor, torch.Tensor]:
-    """One preference_score call on [chosen; rejected] (2B clips), split back into two (B,) tensors."""
+def stacked_scores(model, degraded, chosen, rejected, seeds, chosen_codes=None,
+                   rejected_codes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One preference_score call on [chosen; rejected] (2B clips), split back into two (B,) tensors.
+
+    With the candidates' sampled tokens (AR/MGM), the score is that of those tokens."""
     b = degraded.shape[0]
+    kwargs = {} if chosen_codes is None else {"codes": torch.cat([chosen_codes, rejected_codes])}
     scores = model.preference_score(torch.cat([degraded, degraded]), torch.cat([chosen, rejected]),
-                                    torch.cat([seeds, seeds]))
+                                    torch.cat([seeds, seeds]), **kwargs)
     return scores[:b], scores[b:]

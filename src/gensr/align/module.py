@@ -56,15 +56,17 @@ class DPOModule(L.LightningModule):
 
     def _step(self, batch, seeds) -> tuple[torch.Tensor, dict]:
         deg, cho, rej = batch["degraded"], batch["chosen"], batch["rejected"]
-        pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds)
+        codes = (batch["chosen_codes"], batch["rejected_codes"]) if "chosen_codes" in batch else (None, None)
+        pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds, *codes)
         if self.hparams.reference_mode == "live":
             with torch.no_grad():
-                rc, rr = stacked_scores(self.reference, deg, cho, rej, seeds)
+                rc, rr = stacked_scores(self.reference, deg, cho, rej, seeds, *codes)
         else:
             if "ref_chosen" not in batch:
                 raise RuntimeError("reference_mode 'cached' needs precomputed reference scores in the batch")
             rc, rr = batch["ref_chosen"], batch["ref_rejected"]
-        nll = self.policy.sft_loss(deg, cho) if self.hparams.sft_weight > 0 else None
+        sft_kwargs = {} if codes[0] is None else {"codes": codes[0]}  # the chosen's own tokens
+        nll = self.policy.sft_loss(deg, cho, **sft_kwargs) if self.hparams.sft_weight > 0 else None
         loss, diag = dpo_loss(pc, pr, rc, rr, self.hparams.beta, self.hparams.sft_weight, nll)
         if nll is not None:
             diag["sft_loss"] = nll.detach()

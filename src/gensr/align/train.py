@@ -119,8 +119,9 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     if len(pairs) == 0:
         raise ValueError(f"{pairs_path}: no pairs to train on; loosen pairs.margins or sample more candidates")
     pairs_dir = pairs_path.parent
-    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds)
-    heldout = PairTensors(pairs[pairs["role"] == "heldout"], pairs_dir, settings.sample_rate, settings.segment_seconds)
+    hop = policy.stft_cfg.hop
+    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop)
+    heldout = PairTensors(pairs[pairs["role"] == "heldout"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop)
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
     if settings.reference_mode == "cached":

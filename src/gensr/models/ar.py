@@ -47,24 +47,26 @@ class ARRestorer(TokenRestorer):
                 z = z + self.depth_embed[i](codes[..., i])
         return torch.stack(out, dim=2)
 
-    def token_log_probs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        cond, codes, mask = self.paired_inputs(degraded, target, lengths)
+    def token_log_probs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None,
+                        codes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
         hidden = self.transformer(self._frame_inputs(cond, codes), mask)
         log_probs = torch.log_softmax(self._logits(hidden, codes), dim=-1)
         return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1), codes, mask
 
-    def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None) -> Tensor:
-        token_lp, _, mask = self.token_log_probs(degraded, clean, lengths)
+    def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None,
+                 codes: Tensor | None = None) -> Tensor:
+        token_lp, _, mask = self.token_log_probs(degraded, clean, lengths, codes)
         return -(token_lp * mask.unsqueeze(-1)).sum() / (mask.sum() * self.n_codebooks)
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor | None = None,
-                         lengths: Tensor | None = None) -> Tensor:
+                         lengths: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
         """Summed log-probability of the target's token sequence (no randomness: seeds unused)."""
-        token_lp, _, mask = self.token_log_probs(degraded, target, lengths)
+        token_lp, _, mask = self.token_log_probs(degraded, target, lengths, codes)
         return (token_lp * mask.unsqueeze(-1)).sum(dim=(1, 2))
 
-    def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
-        ctx, mask = repeat_rows(ctx, mask, n_candidates)  # the conditioning encoder ran once per clip
+    def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        ctx, mask = repeat_rows({"cond": ctx["cond"]}, mask, n_candidates)  # the conditioning encoder ran once per clip
         rows, frames = mask.shape
         cond = ctx["cond"]
         uniforms = draw_padded(gens, mask.sum(1), (self.n_codebooks,), frames, kind="uniform")
@@ -81,4 +83,4 @@ class ARRestorer(TokenRestorer):
                 if i < len(self.depth_embed):
                     z = z + self.depth_embed[i](token)
             prev = codes[:, t]
-        return self.decode(codes, mask, ctx["log_mag"])
+        return codes

@@ -13,6 +13,10 @@ A restorer maps degraded 16 kHz waveforms [B, T] to restored ones. The three par
   DPO compares between policy and reference; its randomness (mask, step, t, noise) comes
   from seeds[b], so chosen/rejected and policy/reference can share it.
 
+Token restorers (AR, MGM) can also return the codec tokens they sampled (`restore(...,
+return_codes=True)`); DPO then scores those tokens (`preference_score(..., codes=...)`) rather than
+a re-encoding of the decoded waveform, which differs from what the model generated.
+
 Per-clip randomness is drawn with the clip's own length (from `lengths`), so a clip's output
 does not depend on the other clips in its batch. Checkpoints hold the config (plain types)
 and the state dict and load with `torch.load(weights_only=True)`.
@@ -89,14 +93,19 @@ class Restorer(nn.Module):
 
     @torch.no_grad()
     def restore(self, degraded: Tensor, n_candidates: int, seeds: Sequence[int] | Tensor,
-                lengths: Tensor | None = None) -> Tensor:
-        """[B, T] -> [B, N, T]; samples beyond a clip's length (when `lengths` is given) are zero."""
+                lengths: Tensor | None = None, return_codes: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """[B, T] -> [B, N, T]; samples beyond a clip's length (when `lengths` is given) are zero.
+
+        With `return_codes`, also the sampled tokens [B, N, frames, K] of a token restorer (None for FM);
+        the waveforms are the same either way.
+        """
         b, t = degraded.shape
         row_seeds = candidate_seeds(seeds, b, n_candidates)
         prep = self.prepare(degraded, lengths)
         gens = generators(row_seeds)  # row r = clip r // N, candidate r % N
         # the per-clip context (conditioning encoders) runs once per clip, not once per candidate
-        log_mag = self.generate(self.context(prep["cond"], prep["mask"]), prep["mask"], gens, n_candidates)
+        log_mag, codes = self.generate_with_codes(self.context(prep["cond"], prep["mask"]), prep["mask"], gens,
+                                                  n_candidates)
         log_mag = log_mag.view(b, n_candidates, *log_mag.shape[1:])
         # silence after each clip's end so that padding never leaks into the overlap-add; the clip's
         # mask and phase broadcast over its candidates instead of being copied N times
@@ -104,7 +113,9 @@ class Restorer(nn.Module):
         wave = feats.to_waveform(log_mag, prep["phasor"].unsqueeze(1), t, self.stft_cfg)
         if lengths is not None:
             wave = wave * (torch.arange(t)[None, :] < lengths.to(torch.long)[:, None]).unsqueeze(1)
-        return wave
+        if not return_codes:
+            return wave
+        return wave, (None if codes is None else codes.view(b, n_candidates, *codes.shape[1:]))
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor,
                          lengths: Tensor | None = None) -> Tensor:
@@ -120,6 +131,11 @@ class Restorer(nn.Module):
         """Per-clip context and mask [B, frames] -> restored log-magnitude [B * N, frames, bins],
         row r = candidate r % N of clip r // N, drawing its randomness from gens[r]."""
         raise NotImplementedError
+
+    def generate_with_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator],
+                            n_candidates: int) -> tuple[Tensor, Tensor | None]:
+        """`generate` plus the sampled tokens [B * N, frames, K]; None for a restorer without tokens."""
+        return self.generate(ctx, mask, gens, n_candidates), None
 
     def prepare(self, degraded: Tensor, lengths: Tensor | None) -> dict:
         """Degraded log-magnitude (model input), phase reference and the frame validity mask."""

@@ -48,15 +48,41 @@ class TokenRestorer(Restorer):
         with torch.no_grad():
             return self.codec.encode_log_mag(self.log_magnitude(wave, lengths), mask)
 
-    def paired_inputs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None):
-        """Conditioning features, target tokens and the frame mask for a (degraded, target) batch."""
+    def paired_inputs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None, codes: Tensor | None = None):
+        """Conditioning features, target tokens and the frame mask for a (degraded, target) batch.
+
+        `codes` [B, frames, K]: the target's own tokens (those the restorer sampled); entries < 0 (unknown,
+        e.g. padding) are taken from the codec encoding of `target`, which is skipped when none is unknown.
+        """
         deg_log_mag = self.log_magnitude(degraded, lengths)
         mask = feats.frame_mask(lengths, deg_log_mag.shape[0], deg_log_mag.shape[1], self.stft_cfg.hop, degraded.device)
-        return self.condition(deg_log_mag, mask), self.targets(target, mask, lengths), mask
+        if codes is None:
+            tokens = self.targets(target, mask, lengths)
+        else:
+            expected = (*mask.shape, self.n_codebooks)
+            if tuple(codes.shape) != expected:
+                raise ValueError(f"codes have shape {tuple(codes.shape)}, expected {expected} (frames of the target)")
+            codes = codes.to(torch.long)
+            unknown = codes < 0
+            tokens = torch.where(unknown, self.targets(target, mask, lengths), codes) if unknown.any() else codes
+        return self.condition(deg_log_mag, mask), tokens, mask
 
     def decode(self, codes: Tensor, mask: Tensor, degraded_log_mag: Tensor) -> Tensor:
         """Sampled codes -> log-magnitude, through the codec decoder that also reads the degraded input."""
         return self.codec.decode_codes(codes, mask, degraded_log_mag)
+
+    def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        """Sampled tokens [B * N, frames, K] (row r = candidate r % N of clip r // N)."""
+        raise NotImplementedError
+
+    def generate_with_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator],
+                            n_candidates: int) -> tuple[Tensor, Tensor]:
+        codes = self.generate_codes(ctx, mask, gens, n_candidates)
+        row_mask = mask.repeat_interleave(n_candidates, 0)
+        return self.decode(codes, row_mask, ctx["log_mag"].repeat_interleave(n_candidates, 0)), codes
+
+    def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
+        return self.generate_with_codes(ctx, mask, gens, n_candidates)[0]
 
 
 def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:

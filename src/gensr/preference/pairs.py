@@ -6,8 +6,8 @@ Strategies
 - `gt_as_chosen`: the clean reference is the chosen side, the worst candidates the rejected (a control
   that the paper reports collapses).
 
-Every pair carries both candidates' ids, paths (relative to the pair table's folder) and full
-metric vectors (`chosen_<metric>`, `rejected_<metric>`), plus a per-pair seed that DPO uses for
+Every pair carries both candidates' ids, paths (relative to the pair table's folder; for AR/MGM also
+the paths of their sampled tokens, null otherwise) and full metric vectors (`chosen_<metric>`, `rejected_<metric>`), plus a per-pair seed that DPO uses for
 the shared mask / timestep / noise of chosen and rejected, and a `role` (train | heldout).
 """
 
@@ -38,6 +38,8 @@ BASE_COLUMNS = [
     ("rejected_id", pa.string()),
     ("chosen_path", pa.string()),
     ("rejected_path", pa.string()),
+    ("chosen_codes_path", pa.string()),
+    ("rejected_codes_path", pa.string()),
     ("degraded_path", pa.string()),
     ("clean_path", pa.string()),
     ("text", pa.string()),
@@ -113,6 +115,8 @@ def build_pair_table(
     else:
         picked = select_pairs(table, rules, max_pairs_per_clip)
 
+    if "codes_path" not in table.columns:  # a manifest without sampled tokens (e.g. FM's)
+        table["codes_path"] = None
     by_id = table.set_index("cand_id")
     rej = by_id.loc[picked["rejected_id"]].reset_index()
     out = pd.DataFrame(
@@ -126,6 +130,7 @@ def build_pair_table(
             "chosen_id": picked["chosen_id"].to_numpy(),
             "rejected_id": picked["rejected_id"].to_numpy(),
             "rejected_path": rej["path"].to_numpy(),
+            "rejected_codes_path": rej["codes_path"].to_numpy(object),
             "degraded_path": rej["degraded_path"].to_numpy(),
             "clean_path": rej["clean_path"].to_numpy(),
             "text": rej["text"].to_numpy(),
@@ -135,10 +140,12 @@ def build_pair_table(
     )
     if strategy == "gt_as_chosen":
         out["chosen_path"] = out["clean_path"]
+        out["chosen_codes_path"] = None
         chosen_metrics = pd.DataFrame(np.nan, index=out.index, columns=metric_cols)
     else:
         cho = by_id.loc[picked["chosen_id"]].reset_index()
         out["chosen_path"] = cho["path"].to_numpy()
+        out["chosen_codes_path"] = cho["codes_path"].to_numpy(object)
         chosen_metrics = cho[metric_cols].reset_index(drop=True)
     rejected_metrics = rej[metric_cols].reset_index(drop=True)
     out["pair_id"] = out["chosen_id"] + ">" + out["rejected_id"]

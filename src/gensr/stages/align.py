@@ -103,8 +103,9 @@ def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = No
         out_dir = pairs_dir(params, paradigm, strategy)
         out_dir.mkdir(parents=True, exist_ok=True)
         cands = manifest.copy()
-        for col in ("path", "clean_path", "degraded_path"):
-            cands[col] = [rebase(p, cdir, out_dir) for p in cands[col]]
+        for col in ("path", "clean_path", "degraded_path", "codes_path"):
+            if col in cands:
+                cands[col] = [rebase(p, cdir, out_dir) if isinstance(p, str) else None for p in cands[col]]
         rules = rules_for_strategy(strategy, metrics, hib, dict(params.pairs.margins))
         pairs = build_pair_table(cands, wide, strategy=strategy, rules=rules,
                                  max_pairs_per_clip=params.pairs.max_pairs_per_clip, seed=params.seed,

@@ -2,9 +2,11 @@
 
 `sample_candidates` writes N seeded candidates per clip of the pair subset:
     <paths.data>/candidates/<paradigm>/wav/<deg_id>__c<j>.wav
+    <paths.data>/candidates/<paradigm>/codes/<deg_id>__c<j>.npy   (AR/MGM: the sampled tokens, int32
+        [frames, K], frames = torch.stft frames of the clip; DPO scores these, not a re-encoding)
     <paths.data>/candidates/<paradigm>/manifest.parquet
-        cand_id, deg_id, utt_id, paradigm, candidate, seed, path, clean_path, degraded_path,
-        text, speaker, split          (paths relative to the manifest's folder)
+        cand_id, deg_id, utt_id, paradigm, candidate, seed, path, codes_path (null for FM), clean_path,
+        degraded_path, text, speaker, split          (paths relative to the manifest's folder)
 `restore_split` writes one seeded restoration per clip of a split (the evaluation input),
 with the same columns minus cand_id/candidate, so scores join the degraded inputs on deg_id.
 
@@ -32,11 +34,12 @@ from gensr.storage import file_sha256, write_parquet
 
 CANDIDATE_COLUMNS = [
     ("cand_id", pa.string()), ("deg_id", pa.string()), ("utt_id", pa.string()), ("paradigm", pa.string()),
-    ("candidate", pa.int32()), ("seed", pa.int64()), ("path", pa.string()), ("clean_path", pa.string()),
+    ("candidate", pa.int32()), ("seed", pa.int64()), ("path", pa.string()), ("codes_path", pa.string()),
+    ("clean_path", pa.string()),
     ("degraded_path", pa.string()), ("text", pa.string()), ("speaker", pa.string()), ("split", pa.string()),
 ]
 CANDIDATE_SCHEMA = pa.schema(CANDIDATE_COLUMNS)
-RESTORED_SCHEMA = pa.schema([c for c in CANDIDATE_COLUMNS if c[0] not in ("cand_id", "candidate")])
+RESTORED_SCHEMA = pa.schema([c for c in CANDIDATE_COLUMNS if c[0] not in ("cand_id", "candidate", "codes_path")])
 
 
 # --- layout -------------------------------------------------------------------------------
@@ -103,6 +106,8 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
     import torch
 
     from gensr.audio.io import read_wav, write_wav
+    from gensr.models.features import n_frames
+    from gensr.storage import atomic_path
     from gensr.train.data import pad_batch
 
     checkpoint = Path(checkpoint)
@@ -118,7 +123,7 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
     schema = CANDIDATE_SCHEMA if candidate_ids else RESTORED_SCHEMA
 
     def shard_path(i: int, shard: list[dict]) -> Path:
-        key = json.dumps([ckpt_hash, restorer.sampling, n_candidates, sr,
+        key = json.dumps([ckpt_hash, restorer.sampling, n_candidates, sr, {"codes": candidate_ids},
                           [(r["deg_id"], [seed_of(r["deg_id"], j) for j in range(n_candidates)]) for r in shard]],
                          sort_keys=True)
         return shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
@@ -138,16 +143,23 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
             waves.append(audio)
         batch, lengths = pad_batch(waves)
         seeds = torch.tensor([[seed_of(r["deg_id"], j) for j in range(n_candidates)] for r in shard], dtype=torch.int64)
-        out = restorer.restore(batch, n_candidates, seeds, lengths=lengths).numpy()
+        out, codes = restorer.restore(batch, n_candidates, seeds, lengths=lengths, return_codes=True)
+        out = out.numpy()
         records = []
         for b, r in enumerate(shard):
             for j in range(n_candidates):
                 name = f"{r['deg_id']}__c{j}" if candidate_ids else r["deg_id"]
                 wav = out_dir / "wav" / f"{name}.wav"
                 write_wav(wav, out[b, j, : int(lengths[b])], sr)
+                codes_path = None
+                if candidate_ids and codes is not None:
+                    codes_path = f"codes/{name}.npy"
+                    (out_dir / "codes").mkdir(exist_ok=True)
+                    with atomic_path(out_dir / codes_path) as tmp, open(tmp, "wb") as fh:
+                        np.save(fh, codes[b, j, : n_frames(int(lengths[b]), restorer.stft_cfg.hop)].numpy().astype(np.int32))
                 rec = {
                     "cand_id": name, "deg_id": r["deg_id"], "utt_id": r["utt_id"], "paradigm": paradigm,
-                    "candidate": j, "seed": int(seeds[b, j]), "path": f"wav/{name}.wav",
+                    "candidate": j, "seed": int(seeds[b, j]), "path": f"wav/{name}.wav", "codes_path": codes_path,
                     "clean_path": _rel(deg_root / r["clean_path"], out_dir),
                     "degraded_path": _rel(deg_root / r["path"], out_dir),
                     "text": r["text"], "speaker": r["speaker"], "split": r["split"],
@@ -164,6 +176,10 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
     for wav in (out_dir / "wav").glob("*"):
         if wav.name not in keep:
             wav.unlink()
+    keep_codes = {Path(p).name for p in table.column("codes_path").to_pylist() if p} if candidate_ids else set()
+    for npy in (out_dir / "codes").glob("*"):
+        if npy.name not in keep_codes:
+            npy.unlink()
     return {
         "path": str(manifest),
         "paradigm": paradigm,
