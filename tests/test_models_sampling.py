@@ -118,6 +118,31 @@ def test_restore_split_one_seeded_output_per_clip(project, tmp_path):
         assert (manifest.parent / p).read_bytes() == (again.parent / p).read_bytes()
 
 
+def test_restore_split_with_several_samples_per_clip(project, tmp_path):
+    """evaluate.samples_per_clip: K seeded restorations per clip; sample 0 is the single restoration,
+    and per-clip means keep a NaN visible."""
+    from gensr.stages.align import per_clip_means
+    from gensr.stages.sample import base_checkpoint, restore_split
+
+    ckpt = base_checkpoint(project, "fm")
+    single = pd.read_parquet(restore_split(project, "fm", ckpt, "test", out_dir=tmp_path / "one"))
+    manifest = restore_split(project, "fm", ckpt, "test", out_dir=tmp_path / "three", samples=3)
+    table = pd.read_parquet(manifest)
+    assert len(table) == 6 and table.groupby("deg_id")["cand_id"].nunique().tolist() == [3, 3]
+    assert table["seed"].nunique() == 6 and table["codes_path"].isna().all()
+    for deg_id, path in zip(single["deg_id"], single["path"]):
+        first = table[(table["deg_id"] == deg_id) & (table["candidate"] == 0)].iloc[0]
+        assert (tmp_path / "three" / first["path"]).read_bytes() == (tmp_path / "one" / path).read_bytes()
+    wide = pd.DataFrame({"clip_id": table["cand_id"], "m": [1.0, 2.0, 3.0, 4.0, np.nan, 6.0]})
+    means = per_clip_means(wide, dict(zip(table["cand_id"], table["deg_id"])))
+    assert means["clip_id"].tolist() == ["u07__d0", "u08__d0"]
+    assert means["m"].iloc[0] == 2.0 and np.isnan(means["m"].iloc[1])
+    with pytest.raises(ValueError, match="no clip"):
+        per_clip_means(wide.assign(clip_id="stray"), dict(zip(table["cand_id"], table["deg_id"])))
+    with pytest.raises(ValueError, match="samples_per_clip"):
+        restore_split(project, "fm", ckpt, "test", out_dir=tmp_path / "zero", samples=0)
+
+
 def test_sampling_refuses_test_split_and_wrong_paradigm(project):
     from gensr.config import with_overrides
     from gensr.stages.sample import sample_candidates

@@ -100,6 +100,9 @@ class EvaluateParams(Block):
     n_bootstrap: int = Field(ge=100, description="Paired-bootstrap resamples for each CI.")
     confidence: float = Field(gt=0.5, lt=1, description="Two-sided CI level.")
     max_clips: int | None = Field(ge=1, description="Evaluate at most this many test clips (null = all).")
+    samples_per_clip: int = Field(
+        ge=1, description="Seeded restorations per test clip (the same seeds for base and aligned); every metric is "
+        "averaged over them per clip before the paired bootstrap, so the CIs measure the models, not one draw.")
 
     @field_validator("strategy")
     @classmethod

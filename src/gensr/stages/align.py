@@ -207,13 +207,41 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
 
 
 def restore_and_score(params: Params, paradigm: str, checkpoint: Path, out_dir: Path, split: str = "test") -> pd.DataFrame:
-    """Restore `split` with `checkpoint` into `out_dir` and score it: wide table, clip_id = deg_id."""
-    from gensr.metrics import to_wide
-    from gensr.metrics.suite import score_manifest
+    """Restore `split` with `checkpoint` into `out_dir` and score it: wide table, clip_id = deg_id.
+
+    With evaluate.samples_per_clip > 1 each metric is the per-clip mean over the samples (NaN if any
+    sample's value is NaN: a failed metric is never averaged away)."""
+    manifest = restore_split_for_evaluation(params, paradigm, checkpoint, out_dir, split)
+    wide = _score_restored(params, manifest, checkpoint, out_dir)
+    rows = pd.read_parquet(manifest)
+    if "cand_id" not in rows:
+        return wide
+    return per_clip_means(wide, dict(zip(rows["cand_id"], rows["deg_id"])), f"{out_dir / 'metrics.parquet'}")
+
+
+def per_clip_means(wide: pd.DataFrame, deg_of: dict[str, str], source: str = "scores") -> pd.DataFrame:
+    """Wide per-sample scores (clip_id = sample id) -> per-clip means (clip_id = deg_id).
+
+    A NaN in any sample makes that clip's mean NaN: the failure stays visible instead of being
+    averaged over the samples that worked."""
+    unmapped = ~wide["clip_id"].isin(deg_of.keys())
+    if unmapped.any():
+        raise ValueError(f"{source}: {int(unmapped.sum())} scored rows have no clip in the manifest")
+    per_sample = wide.assign(clip_id=wide["clip_id"].map(deg_of)).set_index("clip_id")
+    return per_sample.groupby(level=0, sort=True).agg(lambda v: v.mean(skipna=False)).reset_index()
+
+
+def restore_split_for_evaluation(params: Params, paradigm: str, checkpoint: Path, out_dir: Path, split: str) -> Path:
     from gensr.stages.sample import restore_split
 
-    manifest = restore_split(params, paradigm, checkpoint, split=split, out_dir=out_dir,
-                             max_clips=params.evaluate.max_clips)
+    return restore_split(params, paradigm, checkpoint, split=split, out_dir=out_dir,
+                         max_clips=params.evaluate.max_clips, samples=params.evaluate.samples_per_clip)
+
+
+def _score_restored(params: Params, manifest: Path, checkpoint: Path, out_dir: Path) -> pd.DataFrame:
+    from gensr.metrics import to_wide
+    from gensr.metrics.suite import score_manifest
+
     # Scoring dominates the cost; reuse the table when the restored audio and metrics params are unchanged
     # (e.g. the base side while DPO is being tuned).
     key = {"manifest_sha256": file_sha256(manifest), "checkpoint_sha256": file_sha256(checkpoint),

@@ -102,7 +102,7 @@ def _load_restorer(params: Params, paradigm: str, checkpoint: Path):
 
 def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dict], deg_root: Path,
                   out_dir: Path, n_candidates: int, seed_of, candidate_ids: bool, shard_clips: int,
-                  desc: str) -> dict:
+                  desc: str, save_codes: bool = True) -> dict:
     import torch
 
     from gensr.audio.io import read_wav, write_wav
@@ -123,7 +123,7 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
     schema = CANDIDATE_SCHEMA if candidate_ids else RESTORED_SCHEMA
 
     def shard_path(i: int, shard: list[dict]) -> Path:
-        key = json.dumps([ckpt_hash, restorer.sampling, n_candidates, sr, {"codes": candidate_ids},
+        key = json.dumps([ckpt_hash, restorer.sampling, n_candidates, sr, {"codes": candidate_ids and save_codes},
                           [(r["deg_id"], [seed_of(r["deg_id"], j) for j in range(n_candidates)]) for r in shard]],
                          sort_keys=True)
         return shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
@@ -152,7 +152,7 @@ def _restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[di
                 wav = out_dir / "wav" / f"{name}.wav"
                 write_wav(wav, out[b, j, : int(lengths[b])], sr)
                 codes_path = None
-                if candidate_ids and codes is not None:
+                if candidate_ids and save_codes and codes is not None:
                     codes_path = f"codes/{name}.npy"
                     (out_dir / "codes").mkdir(exist_ok=True)
                     with atomic_path(out_dir / codes_path) as tmp, open(tmp, "wb") as fh:
@@ -216,18 +216,22 @@ def sample_candidates(params: Params, paradigm: str, checkpoint: str | Path | No
 
 
 def restore_split(params: Params, paradigm: str, checkpoint: str | Path, split: str = "test",
-                  out_dir: str | Path | None = None, max_clips: int | None = None) -> Path:
-    """Restore every clip of `split` once (seeded per clip); returns the manifest path.
+                  out_dir: str | Path | None = None, max_clips: int | None = None, samples: int = 1) -> Path:
+    """Restore every clip of `split` (seeded per clip); returns the manifest path.
 
     Default out_dir: <checkpoint dir>/restored_<split>. Clips are the first `max_clips` by deg_id.
+    With `samples` > 1 every clip is restored that many times (rows `<deg_id>__c<j>` with the
+    candidate columns); sample 0 has the seed of the single restoration.
     """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples} (evaluate.samples_per_clip)")
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / f"restored_{split}"
     deg_root, rows = split_rows(params, split)
     rows = sorted(rows, key=lambda r: r["deg_id"])[:max_clips]
-    _restore_rows(params, paradigm, checkpoint, rows, deg_root, out_dir, 1,
-                  lambda deg_id, j: clip_seed(params.sample.seed, deg_id, j, purpose="restore"), False,
-                  params.restorers.restore_batch, f"restoring {split} ({paradigm})")
+    _restore_rows(params, paradigm, checkpoint, rows, deg_root, out_dir, samples,
+                  lambda deg_id, j: clip_seed(params.sample.seed, deg_id, j, purpose="restore"), samples > 1,
+                  params.restorers.restore_batch, f"restoring {split} ({paradigm})", save_codes=False)
     return out_dir / "manifest.parquet"
 
 
