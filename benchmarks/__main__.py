@@ -1,4 +1,4 @@
-"""Run benchmarks by name: `python -m benchmarks metrics sampling dpo`, or `all` (no name: list them).
+"""Run benchmarks by name: `python -m benchmarks metrics sampling dpo [--options]`, or `all` (no name: list them).
 
 Each benchmark is a module `benchmarks/bench_<name>.py` exposing `main(argv: list[str]) -> None`.
 """
@@ -17,8 +17,10 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")]
-    extra = [a for a in argv if a.startswith("-")]
+    # names come first; everything from the first option on goes to each benchmark, so that an
+    # option's separate value (`-S key=value`) stays with it
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, extra = argv[:first_option], argv[first_option:]
     if not names or names == ["--help"]:
         print("usage: python -m benchmarks NAME [NAME ...] [--options passed to each]")
         print("available:", ", ".join(available()) or "(none)")
