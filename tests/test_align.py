@@ -112,6 +112,36 @@ def test_gradients_flow_into_the_policy_only_and_loss_starts_at_log2(paradigm):
     assert "policy" not in module.hparams and "reference" not in module.hparams
 
 
+def test_sft_term_fits_the_chosen_or_the_clean_reference():
+    import copy
+
+    from gensr.align.module import DPOModule
+
+    policy = tiny_restorer("ar")
+    batch = _pair_batch()
+    batch["clean"] = batch["chosen"] * 0.5
+    with torch.no_grad():
+        on_clean = policy.sft_loss(batch["degraded"], batch["clean"])
+        on_chosen = policy.sft_loss(batch["degraded"], batch["chosen"])
+    assert not torch.isclose(on_clean, on_chosen)
+    losses = {}
+    for target in ("chosen", "clean"):
+        module = DPOModule(policy, copy.deepcopy(policy), paradigm="ar", beta=0.5, lr=1e-3, weight_decay=0.0,
+                           sft_weight=2.0, reference_mode="live", sft_target=target)
+        with torch.no_grad():
+            losses[target] = module._step(batch, batch["seed"])[0]
+    # policy == reference: the DPO part is log 2, the rest is the weighted SFT term on the chosen target
+    assert losses["chosen"].item() == pytest.approx(math.log(2) + 2.0 * on_chosen.item(), rel=1e-5)
+    assert losses["clean"].item() == pytest.approx(math.log(2) + 2.0 * on_clean.item(), rel=1e-5)
+    with pytest.raises(RuntimeError, match="clean"):
+        DPOModule(policy, copy.deepcopy(policy), paradigm="ar", beta=0.5, lr=1e-3, weight_decay=0.0, sft_weight=1.0,
+                  reference_mode="live", sft_target="clean")._step({k: v for k, v in batch.items() if k != "clean"},
+                                                                   batch["seed"])
+    with pytest.raises(ValueError, match="sft_target"):
+        DPOModule(policy, policy, paradigm="ar", beta=0.5, lr=1e-3, weight_decay=0.0, sft_weight=1.0,
+                  reference_mode="live", sft_target="degraded")
+
+
 def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25, codebooks=0):
     """Pair audio (+ with `codebooks`, per-candidate token files whose entry [f, k] = 100 f + k)."""
     from gensr.audio.io import write_wav
@@ -122,13 +152,13 @@ def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25, codebooks=0):
     t = np.arange(int(sr * seconds)) / sr
     for i in range(n_pairs):
         clean = 0.3 * np.sin(2 * np.pi * (200 + 30 * i) * t)
-        for kind, wave in (("degraded", clean + 0.2 * rng.standard_normal(len(t))),
+        for kind, wave in (("clean", clean), ("degraded", clean + 0.2 * rng.standard_normal(len(t))),
                            ("chosen", clean + 0.02 * rng.standard_normal(len(t))),
                            ("rejected", clean + 0.1 * rng.standard_normal(len(t)))):
             write_wav(tmp_path / "wav" / f"{kind}{i}.wav", wave.astype(np.float32), sr)
         rows.append({"pair_id": f"p{i}", "deg_id": f"d{i}", "role": "heldout" if i >= n_pairs - 2 else "train",
                      "degraded_path": f"wav/degraded{i}.wav", "chosen_path": f"wav/chosen{i}.wav",
-                     "rejected_path": f"wav/rejected{i}.wav", "seed": 100 + i})
+                     "rejected_path": f"wav/rejected{i}.wav", "clean_path": f"wav/clean{i}.wav", "seed": 100 + i})
         if codebooks:
             f = n_frames(len(t), STFT["hop"])
             for kind in ("chosen", "rejected"):
@@ -166,6 +196,14 @@ def test_pair_tensors_crop_the_sampled_tokens_with_the_audio(tmp_path):
     short = PairTensors(pairs, tmp_path, 16000, 0.5, hop)  # longer than the clips: zero-padded
     clip_frames = n_frames(int(0.3 * 16000), hop)
     assert (short.chosen_codes[:, clip_frames:] == -1).all() and (short.chosen_codes[:, :clip_frames] >= 0).all()
+    with_clean = PairTensors(pairs, tmp_path, 16000, 0.2, hop, with_clean=True)  # dpo.<p>.sft_target: clean
+    assert long.clean is None and with_clean.clean.shape == with_clean.chosen.shape
+    for i, row in pairs.iterrows():
+        full, _ = read_wav(tmp_path / row["degraded_path"])
+        seg = with_clean.degraded[i].numpy()
+        start = next(o for o in range(len(full) - len(seg) + 1) if np.array_equal(full[o : o + len(seg)], seg))
+        assert np.array_equal(with_clean.clean[i].numpy(), read_wav(tmp_path / row["clean_path"])[0][start : start + len(seg)])
+    assert torch.equal(with_clean[1]["clean"], with_clean.clean[1])
     with pytest.raises(ValueError, match="hop"):
         PairTensors(pairs, tmp_path, 16000, 0.2)
     wrong = pairs.copy()
@@ -186,7 +224,7 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     base = tiny_restorer(paradigm)
     base_path = base.save(tmp_path / "base.pt")
     settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,
-                           sft_weight=0.1, score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
+                           sft_weight=0.1, sft_target="chosen", score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
                            segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3)
     policy, reference = Restorer.load(base_path), Restorer.load(base_path)
     summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")

@@ -35,7 +35,7 @@ class PairTensors(Dataset):
     """All pairs of one role held as [P, T] float tensors (+ optional cached reference scores)."""
 
     def __init__(self, pairs: pd.DataFrame, pairs_dir: str | Path, sample_rate: int, segment_seconds: float,
-                 hop: int | None = None):
+                 hop: int | None = None, with_clean: bool = False):
         self.pairs = pairs.reset_index(drop=True)
         pairs_dir = Path(pairs_dir)
         length = int(round(segment_seconds * sample_rate))
@@ -43,11 +43,12 @@ class PairTensors(Dataset):
         with_codes = all(c in self.pairs for c in code_cols) and bool(self.pairs[code_cols].notna().any(axis=None))
         if with_codes and not hop:
             raise ValueError("pairs carry sampled tokens (*_codes_path): PairTensors needs the restorer's STFT hop")
-        deg, cho, rej = [], [], []
+        deg, cho, rej, clean = [], [], [], []
         codes = {"chosen": [], "rejected": []}
+        kinds = ("degraded", "chosen", "rejected", "clean") if with_clean else ("degraded", "chosen", "rejected")
         for row in tqdm(self.pairs.itertuples(), total=len(self.pairs), desc="load pairs", leave=False):
             waves = {}
-            for kind in ("degraded", "chosen", "rejected"):
+            for kind in kinds:
                 path = pairs_dir / getattr(row, f"{kind}_path")
                 wave, sr = read_wav(path)
                 if sr != sample_rate:
@@ -62,6 +63,8 @@ class PairTensors(Dataset):
             deg.append(crop_or_pad(waves["degraded"][:n], length, offset))
             cho.append(crop_or_pad(waves["chosen"][:n], length, offset))
             rej.append(crop_or_pad(waves["rejected"][:n], length, offset))
+            if with_clean:
+                clean.append(crop_or_pad(waves["clean"][:n], length, offset))
             if with_codes:
                 for kind in codes:
                     codes[kind].append(crop_codes(pairs_dir, getattr(row, f"{kind}_codes_path"), offset // hop,
@@ -70,6 +73,7 @@ class PairTensors(Dataset):
         self.chosen = torch.from_numpy(np.stack(cho)) if cho else torch.zeros(0, length)
         self.rejected = torch.from_numpy(np.stack(rej)) if rej else torch.zeros(0, length)
         self.seeds = torch.tensor(self.pairs["seed"].to_numpy(np.int64)) if len(self.pairs) else torch.zeros(0, dtype=torch.int64)
+        self.clean = (torch.from_numpy(np.stack(clean)) if clean else torch.zeros(0, length)) if with_clean else None
         self.chosen_codes = self.rejected_codes = None
         if with_codes:
             k = max(c.shape[1] for c in codes["chosen"] + codes["rejected"] if c.shape[1])
@@ -94,6 +98,8 @@ class PairTensors(Dataset):
             item["ref_chosen"], item["ref_rejected"] = self.ref_chosen[i], self.ref_rejected[i]
         if self.chosen_codes is not None:
             item["chosen_codes"], item["rejected_codes"] = self.chosen_codes[i], self.rejected_codes[i]
+        if self.clean is not None:
+            item["clean"] = self.clean[i]
         return item
 
 

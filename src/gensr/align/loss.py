@@ -24,7 +24,8 @@ def dpo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean sigmoid-DPO loss and detached diagnostics.
 
-    `policy_chosen_nll` (scalar or (B,)) is the SFT loss on the chosen candidate; it is required
+    `policy_chosen_nll` (scalar or (B,)) is the SFT loss (on the chosen candidate or, with
+    dpo.<paradigm>.sft_target = clean, on the clean reference); it is required
     when `sft_weight > 0`, because a well-scaled NLL is model specific.
     """
     if beta <= 0:

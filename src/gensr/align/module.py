@@ -31,10 +31,13 @@ class DPOModule(L.LightningModule):
         weight_decay: float,
         sft_weight: float,
         reference_mode: str,
+        sft_target: str = "chosen",
     ):
         super().__init__()
         if reference_mode not in ("cached", "live"):
             raise ValueError(f"reference_mode must be 'cached' or 'live', got {reference_mode!r}")
+        if sft_target not in ("chosen", "clean"):
+            raise ValueError(f"sft_target must be 'chosen' or 'clean' (dpo.<paradigm>.sft_target), got {sft_target!r}")
         self.save_hyperparameters(ignore=["policy", "reference"])
         self.policy = policy
         reference.eval()
@@ -65,12 +68,20 @@ class DPOModule(L.LightningModule):
             if "ref_chosen" not in batch:
                 raise RuntimeError("reference_mode 'cached' needs precomputed reference scores in the batch")
             rc, rr = batch["ref_chosen"], batch["ref_rejected"]
-        sft_kwargs = {} if codes[0] is None else {"codes": codes[0]}  # the chosen's own tokens
-        nll = self.policy.sft_loss(deg, cho, **sft_kwargs) if self.hparams.sft_weight > 0 else None
+        nll = self._sft(batch, codes[0]) if self.hparams.sft_weight > 0 else None
         loss, diag = dpo_loss(pc, pr, rc, rr, self.hparams.beta, self.hparams.sft_weight, nll)
         if nll is not None:
             diag["sft_loss"] = nll.detach()
         return loss, diag
+
+    def _sft(self, batch, chosen_codes) -> torch.Tensor:
+        """The SFT term: on the chosen candidate (its own sampled tokens, when known) or on the clean reference."""
+        if self.hparams.sft_target == "clean":
+            if "clean" not in batch:
+                raise RuntimeError("sft_target 'clean' needs the clean references in the batch (PairTensors(with_clean=True))")
+            return self.policy.sft_loss(batch["degraded"], batch["clean"])
+        kwargs = {} if chosen_codes is None else {"codes": chosen_codes}
+        return self.policy.sft_loss(batch["degraded"], batch["chosen"], **kwargs)
 
     def training_step(self, batch, batch_idx):
         loss, diag = self._step(batch, self._seeds(batch))

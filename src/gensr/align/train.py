@@ -35,6 +35,7 @@ class DPOSettings:
     steps: int
     batch_size: int
     sft_weight: float
+    sft_target: str  # chosen | clean
     score_draws: int | None
     weight_decay: float
     grad_clip: float
@@ -94,7 +95,7 @@ def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: D
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = DPOModule(policy, reference, paradigm=settings.paradigm, beta=settings.beta, lr=settings.lr,
-                       weight_decay=settings.weight_decay, sft_weight=settings.sft_weight,
+                       weight_decay=settings.weight_decay, sft_weight=settings.sft_weight, sft_target=settings.sft_target,
                        reference_mode=settings.reference_mode)
     loader = DataLoader(train, batch_size=settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size,
                         generator=torch.Generator().manual_seed(settings.seed))
@@ -120,7 +121,8 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
         raise ValueError(f"{pairs_path}: no pairs to train on; loosen pairs.margins or sample more candidates")
     pairs_dir = pairs_path.parent
     hop = policy.stft_cfg.hop
-    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop)
+    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop,
+                        with_clean=settings.sft_weight > 0 and settings.sft_target == "clean")
     heldout = PairTensors(pairs[pairs["role"] == "heldout"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop)
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")

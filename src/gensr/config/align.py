@@ -60,7 +60,10 @@ class ParadigmDPOParams(Block):
     lr: float = Field(gt=0, description="AdamW learning rate of the policy.")
     steps: int = Field(ge=1, description="Optimizer steps.")
     batch_size: int = Field(ge=1, description="Pairs per step (the policy scores 2x this many clips).")
-    sft_weight: float = Field(ge=0, description="Weight of the SFT loss on the chosen candidate (0 = pure DPO).")
+    sft_weight: float = Field(ge=0, description="Weight of the SFT term (0 = pure DPO).")
+    sft_target: Literal["chosen", "clean"] = Field(
+        description="What the SFT term fits: the chosen candidate (its own sampled tokens for AR/MGM) or the clean "
+        "reference of the pair's clip (the base model's own SFT objective).")
     score_draws: int | None = Field(
         ge=1, description="FM only: (t, noise) draws per preference score while training (null = the model's own). "
         "The live reference re-draws every step, so 1 draw is unbiased and the cheapest."
