@@ -224,7 +224,8 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     base = tiny_restorer(paradigm)
     base_path = base.save(tmp_path / "base.pt")
     settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,
-                           sft_weight=0.1, sft_target="chosen", score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
+                           sft_weight=0.1, sft_target="clean" if paradigm == "mgm" else "chosen",  # clean: train and held-out load it
+                           score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
                            segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3)
     policy, reference = Restorer.load(base_path), Restorer.load(base_path)
     summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")

@@ -121,9 +121,9 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
         raise ValueError(f"{pairs_path}: no pairs to train on; loosen pairs.margins or sample more candidates")
     pairs_dir = pairs_path.parent
     hop = policy.stft_cfg.hop
-    train = PairTensors(pairs[pairs["role"] == "train"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop,
-                        with_clean=settings.sft_weight > 0 and settings.sft_target == "clean")
-    heldout = PairTensors(pairs[pairs["role"] == "heldout"], pairs_dir, settings.sample_rate, settings.segment_seconds, hop)
+    with_clean = settings.sft_weight > 0 and settings.sft_target == "clean"  # the validation loss has the SFT term too
+    train, heldout = (PairTensors(pairs[pairs["role"] == role], pairs_dir, settings.sample_rate, settings.segment_seconds,
+                                  hop, with_clean=with_clean) for role in ("train", "heldout"))
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
     if settings.reference_mode == "cached":
