@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -222,11 +223,14 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
 
     pairs = _write_pairs(tmp_path, codebooks=0 if paradigm == "fm" else 2)  # AR/MGM: scored on their tokens
     base = tiny_restorer(paradigm)
+    if paradigm == "ar":  # AR scores at its sampling temperature (dpo.ar.score_temperature: sampling)
+        base.sampling["temperature"] = 0.7
     base_path = base.save(tmp_path / "base.pt")
     settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,
                            sft_weight=0.1, sft_target="clean" if paradigm == "mgm" else "chosen",  # clean: train and held-out load it
                            score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
-                           segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3)
+                           segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3,
+                           score_temperature="sampling" if paradigm == "ar" else "model")
     policy, reference = Restorer.load(base_path), Restorer.load(base_path)
     summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")
     assert summary["n_train_pairs"] == 4 and summary["n_heldout_pairs"] == 2
@@ -242,6 +246,9 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
         "the reference must stay frozen"
     if paradigm != "fm":
         assert (tmp_path / "out" / "reference_scores_train.parquet").exists()
+        key = json.loads((tmp_path / "out" / "reference_scores_train.key.json").read_text())
+        assert key["score_temperature"] == pytest.approx(0.7 if paradigm == "ar" else 1.0)  # the cache knows it
+        assert policy.score_temperature == reference.score_temperature == key["score_temperature"]
 
 
 def test_dagster_alignment_assets_are_partitioned_and_wired():

@@ -12,6 +12,8 @@ import torch
 
 from gensr.config import load_params
 from gensr.models import PARADIGMS, Restorer, load_restorer
+from gensr.models.mgm import cosine_mask_ratio
+from gensr.models.restorer import draw_padded, generators
 from gensr.models.features import StftConfig, istft, stft, to_waveform, log_magnitude, phase_reference
 from gensr.train.codec import load_codec, save_codec, train_codec_model
 from gensr.train.data import Clip
@@ -205,6 +207,31 @@ def test_preference_score_deterministic_differentiable_and_equal_to_reference(tr
         assert not torch.equal(s1.detach(), other.detach())
     # a different target gets a different score under the same draw
     assert not torch.equal(s1.detach(), policy.preference_score(deg, deg, seeds).detach())
+
+
+@pytest.mark.parametrize("paradigm", ["ar", "mgm"])
+def test_token_preference_score_at_a_temperature_is_the_tempered_log_prob(trained, clips, paradigm):
+    model = copy.deepcopy(trained[paradigm])
+    model.eval()
+    deg, target = batch(clips[:2]), torch.from_numpy(np.stack([c.clean for c in clips[:2]]))
+    seeds = torch.tensor([7, 8], dtype=torch.int64)
+    own = model.preference_score(deg, target, seeds)
+    model.score_temperature = 0.5  # dpo.<p>.score_temperature: sampling sets the checkpoint's sampling temperature
+    tempered = model.preference_score(deg, target, seeds)
+    assert torch.isfinite(tempered).all() and not torch.allclose(own, tempered)
+    cond, codes, mask = model.paired_inputs(deg, target, None)
+    if paradigm == "ar":
+        logits = model._logits(model.transformer(model._frame_inputs(cond, codes), mask), codes)
+        keep = mask.unsqueeze(-1).expand_as(codes)
+    else:  # the same seeded mask as the score draws
+        gens = generators(seeds)
+        ratio = cosine_mask_ratio(torch.stack([torch.rand((), generator=g) for g in gens]))
+        keep = model._draw_mask(ratio, draw_padded(gens, mask.sum(1), (model.n_codebooks,), mask.shape[1], kind="uniform"), mask)
+        logits = model.logits(cond, codes.masked_fill(keep, model.mask_id), mask)
+    expected = (torch.log_softmax(logits / 0.5, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1) * keep).sum(dim=(1, 2))
+    assert torch.allclose(tempered, expected, atol=1e-4)
+    model.score_temperature = 1.0
+    assert torch.equal(model.preference_score(deg, target, seeds), own)
 
 
 @pytest.mark.parametrize("paradigm", PARADIGMS)

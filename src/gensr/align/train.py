@@ -45,6 +45,7 @@ class DPOSettings:
     audio_examples: int
     sample_rate: int
     seed: int
+    score_temperature: str = "model"  # model | sampling (AR/MGM)
 
     @property
     def reference_mode(self) -> str:
@@ -126,9 +127,12 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
                                   hop, with_clean=with_clean) for role in ("train", "heldout"))
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
+    if settings.score_temperature == "sampling" and hasattr(policy, "score_temperature"):
+        policy.score_temperature = reference.score_temperature = float(policy.sampling["temperature"])
     if settings.reference_mode == "cached":
         key = {"base_sha256": file_sha256(base_checkpoint), "pairs_sha256": file_sha256(pairs_path),
-               "segment_seconds": settings.segment_seconds, "sample_rate": settings.sample_rate}
+               "segment_seconds": settings.segment_seconds, "sample_rate": settings.sample_rate,
+               "score_temperature": float(getattr(reference, "score_temperature", 1.0))}
         for part, data in (("train", train), ("heldout", heldout)):
             if len(data):
                 reference_cache(reference, data, settings, out_dir / f"reference_scores_{part}.parquet", key)

@@ -68,6 +68,10 @@ class ParadigmDPOParams(Block):
         ge=1, description="FM only: (t, noise) draws per preference score while training (null = the model's own). "
         "The live reference re-draws every step, so 1 draw is unbiased and the cheapest."
     )
+    score_temperature: Literal["model", "sampling"] = Field(
+        description="AR/MGM only: token log-probs of the preference score from the model's own distribution (model) "
+        "or at the checkpoint's sampling temperature (sampling: logits / restorers.<p>.sampling.temperature, the "
+        "distribution the candidates were drawn from, as TRL scores generations).")
 
 
 class DPOParams(Block):

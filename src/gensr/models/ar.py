@@ -48,10 +48,11 @@ class ARRestorer(TokenRestorer):
         return torch.stack(out, dim=2)
 
     def token_log_probs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None,
-                        codes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                        codes: Tensor | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
         hidden = self.transformer(self._frame_inputs(cond, codes), mask)
-        log_probs = torch.log_softmax(self._logits(hidden, codes), dim=-1)
+        logits = self._logits(hidden, codes)
+        log_probs = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
         return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1), codes, mask
 
     def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None,
@@ -61,8 +62,8 @@ class ARRestorer(TokenRestorer):
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor | None = None,
                          lengths: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
-        """Summed log-probability of the target's token sequence (no randomness: seeds unused)."""
-        token_lp, _, mask = self.token_log_probs(degraded, target, lengths, codes)
+        """Summed log-probability of the target's token sequence at `score_temperature` (no randomness: seeds unused)."""
+        token_lp, _, mask = self.token_log_probs(degraded, target, lengths, codes, self.score_temperature)
         return (token_lp * mask.unsqueeze(-1)).sum(dim=(1, 2))
 
     def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:

@@ -44,9 +44,10 @@ class MGMRestorer(TokenRestorer):
         hidden = self.hidden_states(cond, tokens, mask)
         return torch.stack([head(hidden) for head in self.heads], dim=2)
 
-    def _masked_log_probs(self, cond, codes, mask, hidden_tokens) -> Tensor:
+    def _masked_log_probs(self, cond, codes, mask, hidden_tokens, temperature: float = 1.0) -> Tensor:
         tokens = codes.masked_fill(hidden_tokens, self.mask_id)
-        log_probs = torch.log_softmax(self.logits(cond, tokens, mask), dim=-1)
+        logits = self.logits(cond, tokens, mask)
+        log_probs = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
         return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1) * hidden_tokens
 
     def _draw_mask(self, ratio: Tensor, uniform: Tensor, mask: Tensor) -> Tensor:
@@ -68,13 +69,13 @@ class MGMRestorer(TokenRestorer):
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor,
                          lengths: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
-        """Summed log-prob of the target's hidden tokens under a mask drawn from seeds[b]."""
+        """Summed log-prob (at `score_temperature`) of the target's hidden tokens under a mask drawn from seeds[b]."""
         cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
         gens = generators(torch.as_tensor(seeds, dtype=torch.int64))
         ratio = cosine_mask_ratio(torch.stack([torch.rand((), generator=g) for g in gens]))
         uniform = draw_padded(gens, mask.sum(1), (self.n_codebooks,), mask.shape[1], kind="uniform")
         hidden = self._draw_mask(ratio, uniform, mask)
-        return self._masked_log_probs(cond, codes, mask, hidden).sum(dim=(1, 2))
+        return self._masked_log_probs(cond, codes, mask, hidden, self.score_temperature).sum(dim=(1, 2))
 
     def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
         """MaskGIT decoding of n_candidates per clip. Two exact savings over running every row

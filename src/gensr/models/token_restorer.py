@@ -27,6 +27,9 @@ class TokenRestorer(Restorer):
         self.n_codebooks = self.codec.n_codebooks
         self.codebook_size = self.codec.codebook_size
         self.cond_encoder = ConvStack(self.stft_cfg.n_bins, m["d_model"], m["cond_layers"], m["cond_kernel"])
+        # Temperature of the preference score's token log-probs (logits / T). 1 = the model's own distribution;
+        # DPO may set the sampling temperature (dpo.<p>.score_temperature: sampling). Not saved in checkpoints.
+        self.score_temperature = 1.0
 
     @classmethod
     def from_codec(cls, codec: SpectralCodec, model: dict, sampling: dict) -> "TokenRestorer":
