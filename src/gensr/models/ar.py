@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from gensr.models.blocks import Transformer
 from gensr.models.restorer import draw_padded, repeat_rows
-from gensr.models.token_restorer import TokenRestorer, sample_from_logits
+from gensr.models.token_restorer import TokenRestorer, sample_from_logits, token_log_probs_at
 
 
 class ARRestorer(TokenRestorer):
@@ -51,9 +51,7 @@ class ARRestorer(TokenRestorer):
                         codes: Tensor | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
         hidden = self.transformer(self._frame_inputs(cond, codes), mask)
-        logits = self._logits(hidden, codes)
-        log_probs = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
-        return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1), codes, mask
+        return token_log_probs_at(self._logits(hidden, codes), codes, temperature), codes, mask
 
     def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None,
                  codes: Tensor | None = None) -> Tensor:

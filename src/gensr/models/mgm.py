@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from gensr.models.blocks import Transformer
 from gensr.models.restorer import draw_padded, generators
-from gensr.models.token_restorer import TokenRestorer, sample_from_logits
+from gensr.models.token_restorer import TokenRestorer, sample_from_logits, token_log_probs_at
 
 
 def cosine_mask_ratio(r: Tensor) -> Tensor:
@@ -46,9 +46,7 @@ class MGMRestorer(TokenRestorer):
 
     def _masked_log_probs(self, cond, codes, mask, hidden_tokens, temperature: float = 1.0) -> Tensor:
         tokens = codes.masked_fill(hidden_tokens, self.mask_id)
-        logits = self.logits(cond, tokens, mask)
-        log_probs = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
-        return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1) * hidden_tokens
+        return token_log_probs_at(self.logits(cond, tokens, mask), codes, temperature) * hidden_tokens
 
     def _draw_mask(self, ratio: Tensor, uniform: Tensor, mask: Tensor) -> Tensor:
         """Hide tokens whose uniform < ratio; at least one valid token per row is hidden."""

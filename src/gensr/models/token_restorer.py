@@ -88,6 +88,12 @@ class TokenRestorer(Restorer):
         return self.generate_with_codes(ctx, mask, gens, n_candidates)[0]
 
 
+def token_log_probs_at(logits: Tensor, codes: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-prob of each code under softmax(logits / temperature): logits [..., V], codes [...] -> [...]."""
+    log_probs = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+    return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+
+
 def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:
     """Inverse-CDF sampling with pre-drawn uniforms, so each row's draw depends only on its seed.
 
