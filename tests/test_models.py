@@ -134,6 +134,74 @@ def test_candidate_does_not_depend_on_how_many_share_the_call(trained, clips, pa
         assert torch.allclose(together[:, j], alone[:, 0], atol=1e-5), (paradigm, seed)
 
 
+SHARED = {"fm": {"ode_steps": 3, "shared_steps": 2, "noise_factor": 1.0}, "mgm": {"steps": 3, "shared_steps": 1}}
+
+
+@pytest.mark.parametrize("paradigm", sorted(SHARED))
+def test_shared_steps_keep_candidates_seeded_distinct_and_independent(trained, clips, paradigm):
+    """sampling.shared_steps runs the first steps once per clip; candidates must still be seeded,
+    distinct, and each equal to the one a single-candidate call with its seed gives."""
+    model = copy.deepcopy(trained[paradigm])
+    model.sampling.update(SHARED[paradigm])
+    x = batch(clips[:2])
+    together = model.restore(x, 3, [3, 4, 5])
+    assert torch.equal(together, model.restore(x, 3, [3, 4, 5]))
+    for j, seed in enumerate([3, 4, 5]):
+        assert torch.allclose(together[:, j], model.restore(x, 1, [seed])[:, 0], atol=1e-5), (paradigm, seed)
+    for clip in range(2):
+        assert not torch.allclose(together[clip, 0], together[clip, 1])
+
+
+def test_fm_shared_steps_follow_the_noise_free_path_then_add_the_paths_noise(trained, clips):
+    """k shared Euler steps from x0 = y, then (1 - k/steps) * sigma * noise_factor * eps per candidate:
+    the noise the training path x_t = (1 - t)(y + sigma eps) + t x1 carries at t = k/steps."""
+    from gensr.models.fm import endpoint
+
+    model = copy.deepcopy(trained["fm"])
+    model.sampling.update(ode_steps=4, shared_steps=2, noise_factor=0.7)
+    x = batch(clips[:1])
+    seeds = torch.tensor([[8, 9]])
+    prep = model.prepare(x, None)
+    mask = prep["mask"]
+    y = model.norm(prep["cond"]) * mask.unsqueeze(-1)
+    with torch.no_grad():
+        state = y
+        for i in range(2):
+            state = state + (endpoint(model.velocity, state, torch.full((1,), i / 4), y, mask) - state) / (4 - i)
+        eps = draw_padded(generators(seeds), mask.sum(1).repeat(2), (y.shape[-1],), y.shape[1])
+        state = state.repeat(2, 1, 1) + 0.5 * model.noise_scale * 0.7 * eps
+        y2, mask2 = y.repeat(2, 1, 1), mask.repeat(2, 1)
+        for i in range(2, 4):
+            state = state + (endpoint(model.velocity, state, torch.full((2,), i / 4), y2, mask2) - state) / (4 - i)
+        expected = model.norm.inverse(state)
+        got = model.generate(model.context(prep["cond"], mask), mask, generators(seeds), 2)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_mgm_shared_steps_give_every_candidate_the_same_greedy_tokens(trained, clips):
+    """The tokens revealed by the greedy shared steps are each position's most likely code, and
+    every candidate of the clip keeps them; the rest is sampled per candidate."""
+    model = copy.deepcopy(trained["mgm"])
+    model.sampling.update(steps=4, shared_steps=2)
+    x = batch(clips[:1])
+    _, codes = model.restore(x, 3, [1, 2, 3], return_codes=True)
+    codes = codes[0]  # [N, frames, K]
+    same = (codes == codes[:1]).all(0)
+    revealed = 1 - float(cosine_mask_ratio(torch.tensor(2 / 4)))  # share revealed after the shared steps
+    assert same.float().mean() >= revealed - 1 / same.numel()
+    assert not torch.equal(codes[0], codes[1])
+    plain = copy.deepcopy(trained["mgm"])
+    plain.sampling.update(steps=4, shared_steps=0)
+    _, plain_codes = plain.restore(x, 3, [1, 2, 3], return_codes=True)
+    assert (plain_codes[0] == plain_codes[0, :1]).all(0).float().mean() < same.float().mean()
+
+
+@pytest.mark.parametrize("key,value", [("restorers.fm.sampling.shared_steps", 4), ("restorers.mgm.sampling.shared_steps", 4)])
+def test_shared_steps_must_leave_a_step_per_candidate(key, value):
+    with pytest.raises(ValueError, match="shared_steps"):
+        tiny_params([f"{key}={value}", "restorers.fm.sampling.ode_steps=4", "restorers.mgm.sampling.steps=4"])
+
+
 @pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_restore_can_return_the_sampled_codes(trained, clips, paradigm):
     """return_codes gives the same waveforms plus the tokens they were decoded from (token paradigms);

@@ -69,6 +69,17 @@ class MGMSampling(Block):
     temperature: float = Field(gt=0)
     top_k: int = Field(ge=0)
     confidence_noise: float = Field(ge=0, description="Scale of the annealed Gumbel noise on confidences.")
+    shared_steps: int = Field(
+        0, ge=0,
+        description="Steps decoded greedily once per clip before the candidates sample their own tokens; "
+        "0 = plain MaskGIT (only the all-hidden first step's logits are shared).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.shared_steps >= self.steps:
+            raise ValueError(f"shared_steps ({self.shared_steps}) must be smaller than steps ({self.steps})")
+        return self
 
 
 class FMModel(Block):
@@ -83,6 +94,17 @@ class FMModel(Block):
 class FMSampling(Block):
     ode_steps: int = Field(ge=1, description="Euler steps from t=0 to t=1.")
     noise_factor: float = Field(ge=0, description="Scale on sigma at sampling time (1 = as trained).")
+    shared_steps: int = Field(
+        0, ge=0,
+        description="Euler steps run once per clip from the noise-free start before the candidates "
+        "get their own noise (at the path's scale for that time); 0 = every step per candidate.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.shared_steps >= self.ode_steps:
+            raise ValueError(f"shared_steps ({self.shared_steps}) must be smaller than ode_steps ({self.ode_steps})")
+        return self
 
 
 class ARParams(Block):

@@ -10,7 +10,8 @@ v_hat = (x1_hat - x_t) / (1 - t). With a minutes-long CPU budget this parameteri
 what removes the start noise reliably: the last Euler step lands exactly on x1_hat. The
 training loss and the DPO score are the velocity MSE weighted by (1 - t)^2 (the usual
 flow-matching weighting for this parameterisation), i.e. the endpoint MSE, which stays
-finite as t -> 1. Sampling takes `ode_steps` Euler steps from a seeded eps.
+finite as t -> 1. Sampling takes `ode_steps` Euler steps from a seeded eps; the first
+`shared_steps` of them run once per clip (see `generate`).
 """
 
 from __future__ import annotations
@@ -98,14 +99,33 @@ class FMRestorer(Restorer):
         return {"y": self.norm(cond_log_mag) * mask.unsqueeze(-1)}
 
     def generate(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
-        """Every network pass depends on the candidate's own x_t, so nothing but y is shared."""
-        ctx, mask = repeat_rows(ctx, mask, n_candidates)
-        y = ctx["y"]
-        eps = draw_padded(gens, mask.sum(1), (y.shape[-1],), y.shape[1])
-        x = y + self.noise_scale * float(self.sampling["noise_factor"]) * eps
+        """Euler steps of the flow, the first `shared_steps` once per clip.
+
+        Along the training path x_t = (1 - t)(y + sigma * eps) + t * x1, a candidate's noise is
+        the term (1 - t) * sigma * eps. So the first `shared_steps` steps run once per clip from
+        the noise-free start x0 = y, and each candidate joins at t_k = shared_steps / ode_steps
+        with its own noise at the scale the path has there, (1 - t_k) * sigma * noise_factor * eps.
+        With shared_steps = 0 this is the plain sampler from x0 = y + sigma * noise_factor * eps.
+        Candidates still differ only by their noise seed; what they share is computed once.
+        """
         steps = int(self.sampling["ode_steps"])
-        for i in range(steps):
-            t = torch.full((y.shape[0],), i / steps)
-            x1_hat = endpoint(self.velocity, x, t, y, mask)
-            x = x + (x1_hat - x) / (steps - i)  # Euler step dt = 1/steps with v = (x1_hat - x) / (1 - t)
+        shared = int(self.sampling.get("shared_steps", 0))
+        if not 0 <= shared < steps:
+            raise ValueError(f"restorers.fm.sampling.shared_steps={shared} must be in [0, ode_steps={steps})")
+        y = ctx["y"]
+        x = y
+        for i in range(shared):  # per clip: every candidate of a clip follows this part of the path
+            x = self._euler_step(x, y, mask, i, steps)
+        ctx, row_mask = repeat_rows({"x": x, "y": y}, mask, n_candidates)
+        eps = draw_padded(gens, row_mask.sum(1), (y.shape[-1],), y.shape[1])
+        scale = self.noise_scale * float(self.sampling["noise_factor"]) * (1 - shared / steps)
+        x = ctx["x"] + scale * eps
+        for i in range(shared, steps):
+            x = self._euler_step(x, ctx["y"], row_mask, i, steps)
         return self.norm.inverse(x)
+
+    def _euler_step(self, x: Tensor, y: Tensor, mask: Tensor, i: int, steps: int) -> Tensor:
+        """Euler step i of `steps` (dt = 1/steps) with v = (x1_hat - x) / (1 - t)."""
+        t = torch.full((y.shape[0],), i / steps)
+        x1_hat = endpoint(self.velocity, x, t, y, mask)
+        return x + (x1_hat - x) / (steps - i)

@@ -75,31 +75,58 @@ class MGMRestorer(TokenRestorer):
         hidden = self._draw_mask(ratio, uniform, mask)
         return self._masked_log_probs(cond, codes, mask, hidden, self.score_temperature).sum(dim=(1, 2))
 
+    def _still_hidden(self, confidence: Tensor, hidden: Tensor, n_valid: Tensor, s: int, steps: int) -> Tensor:
+        """The cosine schedule after step s: the least confident hidden tokens stay hidden."""
+        rows, frames, k = hidden.shape
+        confidence = confidence.masked_fill(~hidden, float("inf"))  # fixed tokens never re-mask
+        still_hidden = torch.floor(n_valid * cosine_mask_ratio(torch.tensor((s + 1) / steps))).long()
+        rank = confidence.flatten(1).argsort(1).argsort(1).view(rows, frames, k)
+        return (rank < still_hidden[:, None, None]) & hidden
+
     def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
-        """MaskGIT decoding of n_candidates per clip. Two exact savings over running every row
-        at every step: step 0 (all tokens hidden, so the same logits for every candidate of a
-        clip) runs once per clip, and the heads and the sampler only see still-hidden tokens."""
+        """MaskGIT decoding of n_candidates per clip, computing once per clip what the candidates share.
+
+        - The first `sampling.shared_steps` steps decode greedily (each hidden token's most likely
+          code, kept by its log-prob) once per clip: every candidate starts from the same confident
+          tokens. They involve no randomness, so a candidate does not depend on the others.
+        - The next step sees the same tokens in every candidate of a clip, so its logits are the
+          same: the network runs once per clip and each candidate draws its own tokens from them
+          (with shared_steps = 0 this is the all-hidden first step of plain MaskGIT).
+        - Every later step runs the network per candidate; heads and sampler see hidden tokens only.
+        """
         n, (clips, frames), k = n_candidates, mask.shape, self.n_codebooks
         rows = clips * n
         steps = int(self.sampling["steps"])
+        shared = int(self.sampling.get("shared_steps", 0))
+        if not 0 <= shared < steps:
+            raise ValueError(f"restorers.mgm.sampling.shared_steps={shared} must be in [0, steps={steps})")
         temperature, top_k = float(self.sampling["temperature"]), int(self.sampling["top_k"])
         gumbel_scale = float(self.sampling["confidence_noise"])
+        clip_valid = mask.unsqueeze(-1).expand(clips, frames, k)
+        clip_tokens = torch.full((clips, frames, k), self.mask_id, dtype=torch.long).masked_fill(~clip_valid, 0)
+        clip_hidden = clip_valid.clone()
+        for s in range(shared):  # greedy, once per clip
+            logits = self.logits(ctx["cond"], clip_tokens, mask)
+            log_p, best = torch.log_softmax(logits, dim=-1).max(dim=-1)
+            next_hidden = self._still_hidden(log_p, clip_hidden, clip_valid.flatten(1).sum(1), s, steps)
+            clip_tokens = torch.where(clip_hidden & ~next_hidden, best, clip_tokens)
+            clip_hidden = next_hidden
+
         row_mask = mask.repeat_interleave(n, 0)
         valid_frames = row_mask.sum(1)
         uniforms = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
         gumbel_u = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
-        valid = row_mask.unsqueeze(-1).expand(rows, frames, k)
-        n_valid = valid.flatten(1).sum(1)
-        tokens = torch.full((rows, frames, k), self.mask_id, dtype=torch.long).masked_fill(~valid, 0)
-        hidden = valid.clone()
+        n_valid = row_mask.unsqueeze(-1).expand(rows, frames, k).flatten(1).sum(1)
+        tokens = clip_tokens.repeat_interleave(n, 0)
+        hidden = clip_hidden.repeat_interleave(n, 0)
         sampled = torch.zeros(rows, frames, k, dtype=torch.long)
         log_p = torch.zeros(rows, frames, k)
         row_cond = None
-        for s in range(steps):
-            if s == 0:
-                h = self.hidden_states(ctx["cond"], tokens[::n], mask)  # [clips, T, d]
+        for s in range(shared, steps):
+            if s == shared:  # the candidates of a clip hold the same tokens: one pass per clip
+                h = self.hidden_states(ctx["cond"], clip_tokens, mask)  # [clips, T, d]
                 for i, head in enumerate(self.heads):
-                    u = uniforms[:, 0, :, i].reshape(clips, n, frames).transpose(1, 2)  # [clips, T, n]
+                    u = uniforms[:, s, :, i].reshape(clips, n, frames).transpose(1, 2)  # [clips, T, n]
                     tok, lp = sample_from_logits(head(h), u, temperature, top_k)
                     sampled[..., i] = tok.transpose(1, 2).reshape(rows, frames)
                     log_p[..., i] = lp.transpose(1, 2).reshape(rows, frames)
@@ -112,13 +139,11 @@ class MGMRestorer(TokenRestorer):
                     tok, lp = sample_from_logits(head(h[sel]), uniforms[:, s, :, i][sel], temperature, top_k)
                     sampled[..., i][sel] = tok
                     log_p[..., i][sel] = lp
+            if s == steps - 1:  # the schedule hides nothing after the last step: reveal every hidden token
+                return torch.where(hidden, sampled, tokens)
             gumbel = -torch.log(-torch.log(gumbel_u[:, s].clamp(1e-9, 1 - 1e-9)))
             confidence = log_p + gumbel_scale * (1 - (s + 1) / steps) * gumbel
-            confidence = confidence.masked_fill(~hidden, float("inf"))  # fixed tokens never re-mask
-            still_hidden = torch.floor(n_valid * cosine_mask_ratio(torch.tensor((s + 1) / steps))).long()
-            rank = confidence.flatten(1).argsort(1).argsort(1).view(rows, frames, k)
-            next_hidden = (rank < still_hidden[:, None, None]) & hidden
-            reveal = hidden & ~next_hidden
-            tokens = torch.where(reveal, sampled, tokens)
+            next_hidden = self._still_hidden(confidence, hidden, n_valid, s, steps)
+            tokens = torch.where(hidden & ~next_hidden, sampled, tokens)
             hidden = next_hidden
         return tokens
