@@ -33,6 +33,7 @@ TINY = [
       [("d_model", 16), ("heads", 2), ("layers", 1), ("cond_layers", 1)]],
     "restorers.fm.model.hidden=16", "restorers.fm.model.layers=2", "restorers.fm.model.time_dim=8",
     "restorers.fm.model.score_draws=2", "restorers.fm.sampling.ode_steps=3", "restorers.mgm.sampling.steps=3",
+    "restorers.fm.sampling.shared_steps=2", "restorers.mgm.sampling.shared_steps=1",
 ]
 
 
