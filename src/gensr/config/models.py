@@ -59,6 +59,13 @@ class TokenModel(Block):
     cond_kernel: int = Field(ge=1)
 
 
+def _leaves_a_step_per_candidate(sampling: Block, steps_field: str) -> Block:
+    steps = getattr(sampling, steps_field)
+    if sampling.shared_steps >= steps:
+        raise ValueError(f"shared_steps ({sampling.shared_steps}) must be smaller than {steps_field} ({steps})")
+    return sampling
+
+
 class ARSampling(Block):
     temperature: float = Field(gt=0)
     top_k: int = Field(ge=0, description="0 = no top-k filter.")
@@ -77,9 +84,7 @@ class MGMSampling(Block):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.shared_steps >= self.steps:
-            raise ValueError(f"shared_steps ({self.shared_steps}) must be smaller than steps ({self.steps})")
-        return self
+        return _leaves_a_step_per_candidate(self, "steps")
 
 
 class FMModel(Block):
@@ -102,9 +107,7 @@ class FMSampling(Block):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.shared_steps >= self.ode_steps:
-            raise ValueError(f"shared_steps ({self.shared_steps}) must be smaller than ode_steps ({self.ode_steps})")
-        return self
+        return _leaves_a_step_per_candidate(self, "ode_steps")
 
 
 class ARParams(Block):
