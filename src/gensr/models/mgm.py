@@ -140,7 +140,8 @@ class MGMRestorer(TokenRestorer):
                     sampled[..., i][sel] = tok
                     log_p[..., i][sel] = lp
             if s == steps - 1:  # the schedule hides nothing after the last step: reveal every hidden token
-                return torch.where(hidden, sampled, tokens)
+                tokens = torch.where(hidden, sampled, tokens)
+                break
             gumbel = -torch.log(-torch.log(gumbel_u[:, s].clamp(1e-9, 1 - 1e-9)))
             confidence = log_p + gumbel_scale * (1 - (s + 1) / steps) * gumbel
             next_hidden = self._still_hidden(confidence, hidden, n_valid, s, steps)
