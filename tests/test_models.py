@@ -195,6 +195,21 @@ def test_mgm_shared_steps_give_every_candidate_the_same_greedy_tokens(trained, c
     plain.sampling.update(steps=4, shared_steps=0)
     _, plain_codes = plain.restore(x, 3, [1, 2, 3], return_codes=True)
     assert (plain_codes[0] == plain_codes[0, :1]).all(0).float().mean() < same.float().mean()
+    # one greedy step, computed independently: the most confident argmax codes of the all-hidden input
+    model.sampling.update(steps=2, shared_steps=1)
+    _, codes = model.restore(x, 3, [1, 2, 3], return_codes=True)
+    prep = model.prepare(x, None)
+    with torch.no_grad():
+        cond = model.context(prep["cond"], prep["mask"])["cond"]
+        hidden_all = torch.full((*prep["mask"].shape, model.n_codebooks), model.mask_id)
+        log_p, best = torch.log_softmax(model.logits(cond, hidden_all, prep["mask"]), -1).max(-1)
+    n = log_p.numel()
+    keep = n - int(np.floor(n * float(cosine_mask_ratio(torch.tensor(0.5)))))
+    revealed = torch.zeros(n, dtype=torch.bool)
+    revealed[log_p.flatten().argsort(descending=True)[:keep]] = True
+    revealed = revealed.view_as(log_p)[0]
+    for j in range(3):
+        assert torch.equal(codes[0, j][revealed], best[0][revealed])
 
 
 @pytest.mark.parametrize("key,value", [("restorers.fm.sampling.shared_steps", 4), ("restorers.mgm.sampling.shared_steps", 4)])
