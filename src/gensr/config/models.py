@@ -3,6 +3,8 @@ candidate sampling. Sizes live here so that a GPU user scales up by params alone
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from gensr.config.base import Block
@@ -59,11 +61,23 @@ class TokenModel(Block):
     cond_kernel: int = Field(ge=1)
 
 
-def _leaves_a_step_per_candidate(sampling: Block, steps_field: str) -> Block:
-    steps = getattr(sampling, steps_field)
-    if sampling.shared_steps >= steps:
-        raise ValueError(f"shared_steps ({sampling.shared_steps}) must be smaller than {steps_field} ({steps})")
-    return sampling
+class SharedStepsSampling(Block):
+    """A sampler whose first `shared_steps` steps run once per clip before each candidate takes
+    its own; `steps_field` names the field holding the total number of steps."""
+
+    steps_field: ClassVar[str]
+    shared_steps: int = Field(
+        0, ge=0,
+        description="Steps run once per clip before the candidates diverge (MGM: greedy decoding; FM: the "
+        "noise-free flow path, then each candidate joins with the path's noise); 0 = the plain sampler.",
+    )
+
+    @model_validator(mode="after")
+    def _leaves_a_step_per_candidate(self):
+        steps = getattr(self, self.steps_field)
+        if self.shared_steps >= steps:
+            raise ValueError(f"shared_steps ({self.shared_steps}) must be smaller than {self.steps_field} ({steps})")
+        return self
 
 
 class ARSampling(Block):
@@ -71,20 +85,12 @@ class ARSampling(Block):
     top_k: int = Field(ge=0, description="0 = no top-k filter.")
 
 
-class MGMSampling(Block):
+class MGMSampling(SharedStepsSampling):
+    steps_field: ClassVar[str] = "steps"
     steps: int = Field(ge=1, description="Parallel decoding iterations (MaskGIT cosine schedule).")
     temperature: float = Field(gt=0)
     top_k: int = Field(ge=0)
     confidence_noise: float = Field(ge=0, description="Scale of the annealed Gumbel noise on confidences.")
-    shared_steps: int = Field(
-        0, ge=0,
-        description="Steps decoded greedily once per clip before the candidates sample their own tokens; "
-        "0 = plain MaskGIT (only the all-hidden first step's logits are shared).",
-    )
-
-    @model_validator(mode="after")
-    def _check(self):
-        return _leaves_a_step_per_candidate(self, "steps")
 
 
 class FMModel(Block):
@@ -96,18 +102,10 @@ class FMModel(Block):
     score_draws: int = Field(ge=1, description="(t, eps) draws averaged in the DPO preference score.")
 
 
-class FMSampling(Block):
+class FMSampling(SharedStepsSampling):
+    steps_field: ClassVar[str] = "ode_steps"
     ode_steps: int = Field(ge=1, description="Euler steps from t=0 to t=1.")
     noise_factor: float = Field(ge=0, description="Scale on sigma at sampling time (1 = as trained).")
-    shared_steps: int = Field(
-        0, ge=0,
-        description="Euler steps run once per clip from the noise-free start before the candidates "
-        "get their own noise (at the path's scale for that time); 0 = every step per candidate.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self):
-        return _leaves_a_step_per_candidate(self, "ode_steps")
 
 
 class ARParams(Block):
