@@ -105,10 +105,11 @@ class MGMRestorer(TokenRestorer):
         clip_valid = mask.unsqueeze(-1).expand(clips, frames, k)
         clip_tokens = torch.full((clips, frames, k), self.mask_id, dtype=torch.long).masked_fill(~clip_valid, 0)
         clip_hidden = clip_valid.clone()
+        clip_n_valid = clip_valid.flatten(1).sum(1)
         for s in range(shared):  # greedy, once per clip
             logits = self.logits(ctx["cond"], clip_tokens, mask)
             log_p, best = torch.log_softmax(logits, dim=-1).max(dim=-1)
-            next_hidden = self._still_hidden(log_p, clip_hidden, clip_valid.flatten(1).sum(1), s, steps)
+            next_hidden = self._still_hidden(log_p, clip_hidden, clip_n_valid, s, steps)
             clip_tokens = torch.where(clip_hidden & ~next_hidden, best, clip_tokens)
             clip_hidden = next_hidden
 
@@ -116,7 +117,7 @@ class MGMRestorer(TokenRestorer):
         valid_frames = row_mask.sum(1)
         uniforms = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
         gumbel_u = draw_padded(gens, valid_frames, (k,), frames, kind="uniform", lead=(steps,))
-        n_valid = row_mask.unsqueeze(-1).expand(rows, frames, k).flatten(1).sum(1)
+        n_valid = clip_n_valid.repeat_interleave(n, 0)
         tokens = clip_tokens.repeat_interleave(n, 0)
         hidden = clip_hidden.repeat_interleave(n, 0)
         sampled = torch.zeros(rows, frames, k, dtype=torch.long)
