@@ -113,6 +113,46 @@ def test_gradients_flow_into_the_policy_only_and_loss_starts_at_log2(paradigm):
     assert "policy" not in module.hparams and "reference" not in module.hparams
 
 
+@pytest.mark.parametrize("paradigm,prefix", [("ar", "heads"), ("mgm", "heads"), ("fm", "velocity.out")])
+def test_trainable_prefixes_leave_every_other_parameter_untouched(paradigm, prefix):
+    import copy
+
+    from gensr.align.data import stacked_scores
+    from gensr.align.module import DPOModule
+
+    policy = tiny_restorer(paradigm)
+    reference = copy.deepcopy(policy)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    mode = "live" if paradigm == "fm" else "cached"
+    module = DPOModule(policy, reference, paradigm=paradigm, beta=0.5, lr=1e-2, weight_decay=0.0, sft_weight=1.0,
+                       reference_mode=mode, trainable=(prefix,))
+    batch = _pair_batch()
+    if mode == "cached":
+        with torch.no_grad():
+            batch["ref_chosen"], batch["ref_rejected"] = stacked_scores(reference, batch["degraded"], batch["chosen"],
+                                                                         batch["rejected"], batch["seed"])
+    optimizer = module.configure_optimizers()
+    policy.eval()
+    loss, _ = module._step(batch, batch["seed"])
+    loss.backward()
+    optimizer.step()
+    moved = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.startswith(prefix + ".") for n in moved)
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {
+        id(p) for n, p in policy.named_parameters() if n.startswith(prefix + ".")}
+
+
+def test_trainable_prefix_that_matches_nothing_is_refused_with_the_module_names():
+    import copy
+
+    from gensr.align.module import DPOModule
+
+    policy = tiny_restorer("ar")
+    with pytest.raises(ValueError, match=r"trainable: \['head'\] match no parameter.*'heads'"):
+        DPOModule(policy, copy.deepcopy(policy), paradigm="ar", beta=0.1, lr=1e-3, weight_decay=0.0, sft_weight=0.0,
+                  reference_mode="cached", trainable=("head",))
+
+
 def test_sft_term_fits_the_chosen_or_the_clean_reference():
     import copy
 

@@ -19,6 +19,28 @@ from gensr.align.loss import dpo_loss
 SEED_MODULUS = 2**31 - 1
 
 
+def freeze_except(policy: torch.nn.Module, prefixes) -> int:
+    """Freeze every parameter whose name does not start with one of `prefixes`; returns how many stay trainable.
+
+    A prefix matches whole name components ("heads" matches "heads.0.weight", not "heads_x.weight"). A prefix that
+    matches no parameter is an error, so a typo in dpo.<paradigm>.trainable cannot silently freeze the whole policy.
+    """
+    names = [n for n, _ in policy.named_parameters()]
+    def hit(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+    unmatched = [p for p in prefixes if not any(hit(n, p) for n in names)]
+    if unmatched:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ValueError(f"dpo.<paradigm>.trainable: {unmatched} match no parameter of the policy; "
+                         f"its top-level modules are {tops}")
+    n_trainable = 0
+    for name, p in policy.named_parameters():
+        keep = any(hit(name, pre) for pre in prefixes)
+        p.requires_grad_(keep)
+        n_trainable += p.numel() if keep else 0
+    return n_trainable
+
+
 class DPOModule(L.LightningModule):
     def __init__(
         self,
@@ -32,6 +54,7 @@ class DPOModule(L.LightningModule):
         sft_weight: float,
         reference_mode: str,
         sft_target: str = "chosen",
+        trainable: tuple[str, ...] | None = None,
     ):
         super().__init__()
         if reference_mode not in ("cached", "live"):
@@ -40,6 +63,8 @@ class DPOModule(L.LightningModule):
             raise ValueError(f"sft_target must be 'chosen' or 'clean' (dpo.<paradigm>.sft_target), got {sft_target!r}")
         self.save_hyperparameters(ignore=["policy", "reference"])
         self.policy = policy
+        if trainable is not None:
+            freeze_except(policy, trainable)
         reference.eval()
         reference.requires_grad_(False)
         self._reference = [reference]  # hidden from nn.Module registration on purpose
@@ -97,4 +122,5 @@ class DPOModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in diag.items()}, batch_size=bs, prog_bar=False)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -46,6 +46,7 @@ class DPOSettings:
     sample_rate: int
     seed: int
     score_temperature: str = "model"  # model | sampling (AR/MGM)
+    trainable: tuple[str, ...] | None = None  # parameter-name prefixes DPO may change; None = all
 
     @property
     def reference_mode(self) -> str:
@@ -97,7 +98,7 @@ def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: D
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = DPOModule(policy, reference, paradigm=settings.paradigm, beta=settings.beta, lr=settings.lr,
                        weight_decay=settings.weight_decay, sft_weight=settings.sft_weight, sft_target=settings.sft_target,
-                       reference_mode=settings.reference_mode)
+                       reference_mode=settings.reference_mode, trainable=settings.trainable)
     loader = DataLoader(train, batch_size=settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size,
                         generator=torch.Generator().manual_seed(settings.seed))
     val = DataLoader(heldout, batch_size=settings.ref_batch_size) if len(heldout) else None

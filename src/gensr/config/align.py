@@ -72,6 +72,9 @@ class ParadigmDPOParams(Block):
         description="AR/MGM only: token log-probs of the preference score from the model's own distribution (model) "
         "or at the checkpoint's sampling temperature (sampling: logits / restorers.<p>.sampling.temperature, the "
         "distribution the candidates were drawn from, as TRL scores generations).")
+    trainable: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Name prefixes of the policy parameters DPO may change (e.g. [heads]); null = every parameter.")
 
 
 class DPOParams(Block):

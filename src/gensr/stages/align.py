@@ -162,7 +162,8 @@ def dpo_settings(params: Params, paradigm: str):
     hp, d = params.dpo.for_paradigm(paradigm), params.dpo
     return DPOSettings(paradigm=paradigm, beta=hp.beta, lr=hp.lr, steps=hp.steps, batch_size=hp.batch_size,
                        sft_weight=hp.sft_weight, sft_target=hp.sft_target, score_draws=hp.score_draws,
-                       score_temperature=hp.score_temperature, weight_decay=d.weight_decay, grad_clip=d.grad_clip,
+                       score_temperature=hp.score_temperature,
+                       trainable=None if hp.trainable is None else tuple(hp.trainable), weight_decay=d.weight_decay, grad_clip=d.grad_clip,
                        val_every_steps=d.val_every_steps, ref_batch_size=d.ref_batch_size,
                        segment_seconds=d.segment_seconds, audio_examples=d.audio_examples,
                        sample_rate=params.audio.sample_rate, seed=params.seed)
@@ -273,8 +274,9 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
 
     `split="valid"` runs the same comparison on the valid split, for tuning DPO without touching test.
     """
-    if split == "train":
-        raise ValueError("evaluate on 'test' (or 'valid' for tuning); train clips made the pairs")
+    if split in ("train", "pref"):
+        raise ValueError(f"evaluate on 'test' (or 'valid' for tuning), not '{split}': the base trained on train clips "
+                         "and the pairs come from sample.split")
     from gensr.evaluate.compare import compare
     from gensr.evaluate.table import table_markdown
 
