@@ -24,7 +24,9 @@ N_SMALL = 24  # three utterances per voice
 def small_params():
     from gensr.config import load_params
 
-    return load_params(PARAMS, [f"corpus.n_utterances={N_SMALL}"])
+    # a preference pool, so the TTS build deals all four splits
+    pool = ["corpus.split.train=0.6", "corpus.split.pref=0.2", "corpus.split.valid=0.1", "corpus.split.test=0.1"]
+    return load_params(PARAMS, [f"corpus.n_utterances={N_SMALL}", *pool])
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +70,10 @@ def test_sentences_are_seeded():
 # --- splits ----------------------------------------------------------------------------------
 
 
-def test_splits_are_stratified_deterministic_and_sized(small_params):
-    fractions = small_params.corpus.split
+def test_splits_are_stratified_deterministic_and_sized():
+    from gensr.config.corpus import SplitParams
+
+    fractions = SplitParams(train=0.8, valid=0.1, test=0.1)
     speakers = [f"spk{i % 8}" for i in range(600)]
     ids = [f"u{i:04d}" for i in range(600)]
     splits = assign_splits(ids, speakers, fractions, seed=3)
@@ -85,6 +89,25 @@ def test_splits_are_stratified_deterministic_and_sized(small_params):
     assert len({s for s, sp in zip(speakers, splits) if sp == "test"}) >= 3
 
 
+def test_pref_split_is_a_stratified_pool_between_train_and_valid():
+    from gensr.config.corpus import SplitParams
+
+    speakers = [f"spk{i % 8}" for i in range(750)]
+    ids = [f"u{i:04d}" for i in range(750)]
+    fractions = SplitParams(train=0.64, pref=0.2, valid=0.08, test=0.08)
+    splits = assign_splits(ids, speakers, fractions, seed=3)
+    assert Counter(splits) == {"train": 480, "pref": 150, "valid": 60, "test": 60}
+    for split in ("train", "pref", "valid", "test"):
+        assert len({s for s, sp in zip(speakers, splits) if sp == split}) == 8
+    # without a pool the same ids deal out as train/valid/test only, and the pool fraction is part of the sum
+    without = assign_splits(ids, speakers, SplitParams(train=0.84, valid=0.08, test=0.08), seed=3)
+    assert Counter(without) == {"train": 630, "valid": 60, "test": 60}
+    held = {u: s for u, s in zip(ids, splits) if s in ("valid", "test")}
+    assert held == {u: s for u, s in zip(ids, without) if s != "train"}  # the pool comes out of train only
+    with pytest.raises(ValueError, match="train \\+ pref \\+ valid \\+ test must be 1.0"):
+        SplitParams(train=0.8, pref=0.2, valid=0.1, test=0.1)
+
+
 # --- the bundled TTS corpus ------------------------------------------------------------------
 
 
@@ -97,8 +120,8 @@ def test_tts_corpus_contents(built, small_params):
     assert manifest["utt_id"].is_unique and manifest["text"].is_unique
     # disjoint splits, every split with several speakers
     groups = {s: set(g["utt_id"]) for s, g in manifest.groupby("split")}
-    assert set(groups) == {"train", "valid", "test"}
-    assert not (groups["train"] & groups["valid"] or groups["train"] & groups["test"] or groups["valid"] & groups["test"])
+    assert set(groups) == {"train", "pref", "valid", "test"}
+    assert sum(len(g) for g in groups.values()) == len(set().union(*groups.values()))
     assert all(manifest[manifest["split"] == s]["speaker"].nunique() >= 2 for s in groups)
     lo, hi = small_params.corpus.min_seconds, small_params.corpus.max_seconds
     for row in manifest.itertuples():
@@ -212,7 +235,7 @@ def test_user_corpus(project_params, tmp_path, manifest_format):
     table = pd.read_parquet(out / "manifest.parquet")
     assert sorted(table["text"]) == sorted(t for t, _, _, _ in good.values())
     assert set(table["speaker"]) == {"alice", "bob"} and summary["n_speakers"] == 2
-    assert set(table["split"]) == {"train", "valid", "test"}
+    assert set(table["split"]) == {"train", "valid", "test"}  # params.yaml: no preference pool
     for row in table.itertuples():
         audio, sr = sf.read(str(out / row.path), dtype="float32", always_2d=True)
         assert (sr, audio.shape[1]) == (16000, 1)
@@ -276,7 +299,7 @@ def test_dagster_materializes_clean_corpus(tmp_path, monkeypatch):
     (materialization,) = result.asset_materializations_for_node("clean_corpus")
     meta = materialization.metadata
     assert meta["n_utterances"].value == 16 and meta["n_speakers"].value == 8
-    assert meta["n_train"].value + meta["n_valid"].value + meta["n_test"].value == 16
+    assert sum(meta[f"n_{s}"].value for s in ("train", "pref", "valid", "test")) == 16
     assert meta["n_quarantined"].value == 0 and meta["total_hours"].value > 0
     assert Path(meta["path"].value) == (tmp_path / "data" / "clean").resolve()
     (check,) = result.get_asset_check_evaluations()

@@ -39,7 +39,8 @@ def corpus(tmp_path_factory):
     from gensr.stages.corpus import build_clean_corpus
 
     root = tmp_path_factory.mktemp("metrics_corpus")
-    build_clean_corpus(load(["corpus.n_utterances=240"]), root / "clean")
+    splits = ["corpus.split.train=0.8", "corpus.split.pref=0.0", "corpus.split.valid=0.1", "corpus.split.test=0.1"]
+    build_clean_corpus(load(["corpus.n_utterances=240", *splits]), root / "clean")
     manifest = pd.read_parquet(root / "clean" / "manifest.parquet")
     test = manifest[manifest.split == "test"].sort_values("utt_id")
     rows = []

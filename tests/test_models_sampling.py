@@ -23,7 +23,7 @@ def project(tmp_path):
     from gensr.models.fm import FMRestorer
 
     params = tiny_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
-                          "sample.n_candidates=3", "sample.n_clips=5", "sample.shard_clips=2",
+                          "sample.n_candidates=3", "sample.n_clips=5", "sample.shard_clips=2", "sample.split=pref",
                           "restorers.restore_batch=2"])
     rows = []
     for i in range(9):
@@ -33,7 +33,7 @@ def project(tmp_path):
         write_wav(tmp_path / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
         rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
                      "clean_path": f"../clean/wav/{utt}.wav", "text": f"text {i}", "speaker": f"s{i % 2}",
-                     "split": "test" if i >= 7 else "train", "seed": i})
+                     "split": "test" if i >= 7 else "pref", "seed": i})
     write_parquet(pa.Table.from_pylist(rows), tmp_path / "data/degraded/manifest.parquet")
     p = params.restorers.fm
     model = FMRestorer.build(params.restorers.features.model_dump(), p.model.model_dump(), p.sampling.model_dump())
@@ -51,7 +51,7 @@ def test_sample_candidates_manifest_and_resume(project):
     assert list(table.columns) == ["cand_id", "deg_id", "utt_id", "paradigm", "candidate", "seed", "path",
                                    "codes_path", "clean_path", "degraded_path", "text", "speaker", "split"]
     assert table["codes_path"].isna().all() and not (out / "codes").exists()  # FM samples no tokens
-    assert len(table) == 5 * 3 and table["deg_id"].nunique() == 5 and set(table["split"]) == {"train"}
+    assert len(table) == 5 * 3 and table["deg_id"].nunique() == 5 and set(table["split"]) == {"pref"}
     assert table["cand_id"].is_monotonic_increasing and table["seed"].nunique() == 15
     row = table.iloc[0]
     assert row["cand_id"] == f"{row['deg_id']}__c{row['candidate']}"
@@ -149,8 +149,15 @@ def test_sampling_refuses_test_split_and_wrong_paradigm(project):
 
     with pytest.raises(ValueError, match="held out"):
         sample_candidates(with_overrides(project, ["sample.split=test"]), "fm")
+    with pytest.raises(ValueError, match="no clips in split 'train'$"):
+        sample_candidates(with_overrides(project, ["sample.split=train"]), "fm")
     with pytest.raises(ValueError, match="not 'ar'"):
         sample_candidates(project, "ar", checkpoint=Path(project.paths.models) / "base/fm/restorer.pt")
+    manifest = Path(project.paths.data) / "degraded/manifest.parquet"
+    table = pd.read_parquet(manifest)
+    table.assign(split=table["split"].replace("pref", "train")).to_parquet(manifest)  # a corpus without a pool
+    with pytest.raises(ValueError, match="no clips in split 'pref'.*corpus.split.pref is 0"):
+        sample_candidates(project, "fm")
 
 
 def test_dagster_assets_are_partitioned_by_paradigm():

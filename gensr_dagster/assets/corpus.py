@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from gensr.corpus.splits import SPLITS
 from gensr.stages.corpus import build_clean_corpus, default_out_dir
 from gensr_dagster.resources import ParamsResource
 
@@ -49,8 +50,8 @@ def clean_corpus_integrity(params: ParamsResource) -> dg.AssetCheckResult:
         problems.append("utterance without transcript")
     if (manifest["speaker"].str.strip() == "").any():
         problems.append("utterance without speaker")
-    if not manifest["split"].isin(["train", "valid", "test"]).all():
-        problems.append("split outside train/valid/test")
+    if not manifest["split"].isin(SPLITS).all():
+        problems.append(f"split outside {'/'.join(SPLITS)}")
     n_speakers = manifest["speaker"].nunique()
     expected_speakers = min(len(cfg.corpus.voices), cfg.corpus.n_utterances)
     if cfg.corpus.source == "tts" and n_speakers < expected_speakers:

@@ -26,15 +26,19 @@ class IngestParams(Block):
 
 
 class SplitParams(Block):
-    train: float = Field(gt=0, lt=1)
-    valid: float = Field(ge=0, lt=1)
-    test: float = Field(gt=0, lt=1)
+    train: float = Field(gt=0, lt=1, description="SFT training (codec and base restorers).")
+    pref: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Preference pool: utterances no SFT stage trains on, from which candidates and pairs are made "
+        "(sample.split: pref). 0 = no pool.")
+    valid: float = Field(ge=0, lt=1, description="Tuning (pocketsphinx options, `gensr evaluate --split valid`).")
+    test: float = Field(gt=0, lt=1, description="Held out for the final evaluation only.")
 
     @model_validator(mode="after")
     def _sums_to_one(self):
-        total = self.train + self.valid + self.test
+        total = self.train + self.pref + self.valid + self.test
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + valid + test must be 1.0, got {total}")
+            raise ValueError(f"corpus.split: train + pref + valid + test must be 1.0, got {total}")
         return self
 
 

@@ -139,7 +139,8 @@ class RestorersParams(Block):
 
 class SampleParams(Block):
     n_candidates: int = Field(ge=1)
-    n_clips: int | None = Field(gt=0, description="Train clips used for preference pairs (null = all).")
-    split: str = Field(description="Split of the degraded corpus to sample from.")
+    n_clips: int | None = Field(gt=0, description="Clips of `split` used for preference pairs (null = all).")
+    split: str = Field(description="Split of the degraded corpus to sample from: pref (the pool no SFT stage trains "
+                       "on), train or valid; never test.")
     shard_clips: int = Field(gt=0, description="Clips per resumable shard (one batched restore call each).")
     seed: int

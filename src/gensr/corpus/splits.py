@@ -1,15 +1,18 @@
-"""Deterministic train/valid/test assignment, stratified by speaker.
+"""Deterministic train/pref/valid/test assignment, stratified by speaker.
 
 Utterances are ordered by a seeded hash of their id within each speaker, then dealt out in
 rounds: round r holds the r-th utterance of every speaker that has one. The last rounds go to
-test, the ones before to valid, the rest to train. So each split is spread over the speakers
+test, the ones before to valid, the ones before those to pref, the rest to train. So each split is spread over the speakers
 (with the bundled corpus every speaker is in every split once the corpus has a few rounds), the
 assignment depends only on (seed, ids, speakers), and a speaker with a single utterance stays in
 train. Splits are by utterance, not by speaker: test speakers are also heard in training, which
 is what restoration of known voices needs; the test utterances themselves never are.
 
 The test split is held out: no stage trains, samples candidates for pairs, or fits anything on
-rows with split == 'test'; only the held-out evaluation reads them.
+rows with split == 'test'; only the held-out evaluation reads them. The pref split (0 by default)
+is a preference pool: no SFT stage trains on it, so the candidates that make the DPO pairs come
+from inputs the base restorer never fitted, as test inputs are. With pref = 0 the assignment
+is the same as without it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import hashlib
 from collections import defaultdict
 from typing import Sequence
 
+import numpy as np
+
 from gensr.config.corpus import SplitParams
 
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "pref", "valid", "test")
 
 
 def _order_key(seed: int, utt_id: str) -> str:
@@ -36,7 +41,8 @@ def split_sizes(n: int, fractions: SplitParams) -> dict[str, int]:
         n_valid = max(n_valid, 1) if fractions.valid > 0 else 0
     n_test = min(n_test, n)
     n_valid = min(n_valid, n - n_test)
-    return {"train": n - n_valid - n_test, "valid": n_valid, "test": n_test}
+    n_pref = min(round(n * fractions.pref), n - n_valid - n_test)
+    return {"train": n - n_pref - n_valid - n_test, "pref": n_pref, "valid": n_valid, "test": n_test}
 
 
 def assign_splits(utt_ids: Sequence[str], speakers: Sequence[str], fractions: SplitParams, seed: int) -> list[str]:
@@ -55,12 +61,6 @@ def assign_splits(utt_ids: Sequence[str], speakers: Sequence[str], fractions: Sp
     for r in range(n_rounds):
         dealt.extend(sorted((u[r] for u in by_speaker.values() if len(u) > r), key=lambda u: _order_key(seed, u)))
     sizes = split_sizes(len(dealt), fractions)
-    split_of = {}
-    for pos, utt in enumerate(dealt):
-        if pos < sizes["train"]:
-            split_of[utt] = "train"
-        elif pos < sizes["train"] + sizes["valid"]:
-            split_of[utt] = "valid"
-        else:
-            split_of[utt] = "test"
+    ends = np.cumsum([sizes[s] for s in SPLITS])  # train, pref, valid, test occupy consecutive positions
+    split_of = {utt: SPLITS[int(np.searchsorted(ends, pos, side="right"))] for pos, utt in enumerate(dealt)}
     return [split_of[u] for u in utt_ids]

@@ -77,7 +77,9 @@ def split_rows(params: Params, split: str) -> tuple[Path, list[dict]]:
         raise FileNotFoundError(f"{manifest}: degraded corpus manifest not found; run `gensr degrade` first")
     rows = [r for r in pq.read_table(manifest).to_pylist() if r["split"] == split]
     if not rows:
-        raise ValueError(f"{manifest}: no clips in split '{split}' (sample.split)")
+        hint = (" (corpus.split.pref is 0: give the preference pool a share, then rebuild the corpus and degrade)"
+                if split == "pref" else "")
+        raise ValueError(f"{manifest}: no clips in split '{split}'{hint}")
     return manifest.parent, rows
 
 
