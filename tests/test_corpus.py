@@ -235,7 +235,7 @@ def test_user_corpus(project_params, tmp_path, manifest_format):
     table = pd.read_parquet(out / "manifest.parquet")
     assert sorted(table["text"]) == sorted(t for t, _, _, _ in good.values())
     assert set(table["speaker"]) == {"alice", "bob"} and summary["n_speakers"] == 2
-    assert set(table["split"]) == {"train", "valid", "test"}  # params.yaml: no preference pool
+    assert set(table["split"]) == {"train", "pref", "valid", "test"}  # params.yaml has a preference pool
     for row in table.itertuples():
         audio, sr = sf.read(str(out / row.path), dtype="float32", always_2d=True)
         assert (sr, audio.shape[1]) == (16000, 1)
