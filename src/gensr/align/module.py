@@ -26,8 +26,10 @@ def freeze_except(policy: torch.nn.Module, prefixes) -> int:
     matches no parameter is an error, so a typo in dpo.<paradigm>.trainable cannot silently freeze the whole policy.
     """
     names = [n for n, _ in policy.named_parameters()]
+
     def hit(name: str, prefix: str) -> bool:
         return name == prefix or name.startswith(prefix + ".")
+
     unmatched = [p for p in prefixes if not any(hit(n, p) for n in names)]
     if unmatched:
         tops = sorted({n.split(".")[0] for n in names})

@@ -2,11 +2,12 @@
 
 Utterances are ordered by a seeded hash of their id within each speaker, then dealt out in
 rounds: round r holds the r-th utterance of every speaker that has one. The last rounds go to
-test, the ones before to valid, the ones before those to pref, the rest to train. So each split is spread over the speakers
-(with the bundled corpus every speaker is in every split once the corpus has a few rounds), the
-assignment depends only on (seed, ids, speakers), and a speaker with a single utterance stays in
-train. Splits are by utterance, not by speaker: test speakers are also heard in training, which
-is what restoration of known voices needs; the test utterances themselves never are.
+test, the ones before to valid, the ones before those to pref, the rest to train. So each split
+is spread over the speakers (with the bundled corpus every speaker is in every split once the
+corpus has a few rounds), the assignment depends only on (seed, ids, speakers), and a speaker
+with a single utterance stays in train. Splits are by utterance, not by speaker: test speakers
+are also heard in training, which is what restoration of known voices needs; the test
+utterances themselves never are.
 
 The test split is held out: no stage trains, samples candidates for pairs, or fits anything on
 rows with split == 'test'; only the held-out evaluation reads them. The pref split (0 by default)
