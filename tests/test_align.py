@@ -148,9 +148,11 @@ def test_trainable_prefix_that_matches_nothing_is_refused_with_the_module_names(
     from gensr.align.module import DPOModule
 
     policy = tiny_restorer("ar")
-    with pytest.raises(ValueError, match=r"trainable: \['head'\] match no parameter.*'heads'"):
-        DPOModule(policy, copy.deepcopy(policy), paradigm="ar", beta=0.1, lr=1e-3, weight_decay=0.0, sft_weight=0.0,
-                  reference_mode="cached", trainable=("head",))
+    for prefix in ("head", "codec"):  # a typo, and the codec the restorer keeps frozen
+        with pytest.raises(ValueError, match=rf"trainable: \['{prefix}'\] match no trainable parameter.*'heads'"):
+            DPOModule(policy, copy.deepcopy(policy), paradigm="ar", beta=0.1, lr=1e-3, weight_decay=0.0,
+                      sft_weight=0.0, reference_mode="cached", trainable=(prefix,))
+    assert not any(p.requires_grad for p in policy.codec.parameters())
 
 
 def test_sft_term_fits_the_chosen_or_the_clean_reference():
@@ -270,9 +272,13 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
                            sft_weight=0.1, sft_target="clean" if paradigm == "mgm" else "chosen",  # clean: train and held-out load it
                            score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
                            segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3,
-                           score_temperature="sampling" if paradigm == "ar" else "model")
+                           score_temperature="sampling" if paradigm == "ar" else "model",
+                           trainable=("heads",) if paradigm == "mgm" else None)  # MGM: DPO on its output heads only
     policy, reference = Restorer.load(base_path), Restorer.load(base_path)
     summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")
+    sizes = {n: p.numel() for n, p in base.named_parameters() if p.requires_grad}  # the codec stays frozen anyway
+    expected = sum(v for n, v in sizes.items() if n.startswith("heads.")) if paradigm == "mgm" else sum(sizes.values())
+    assert summary["trainable_params"] == expected
     assert summary["n_train_pairs"] == 4 and summary["n_heldout_pairs"] == 2
     assert summary["heldout_before"]["rewards/accuracies"] == 0.0  # policy == reference: zero margins
     assert set(summary["heldout_after"]) >= {"rewards/accuracies", "rewards/margins", "loss"}
@@ -282,6 +288,10 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     aligned = Restorer.load(tmp_path / "out" / "restorer.pt")
     changed = any(not torch.equal(a, b) for a, b in zip(aligned.state_dict().values(), base.state_dict().values()))
     assert changed, "DPO must move the policy"
+    if paradigm == "mgm":
+        before = dict(base.named_parameters())
+        moved = {n for n, p in aligned.named_parameters() if not torch.equal(p, before[n])}
+        assert moved and all(n.startswith("heads.") for n in moved)
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), base.state_dict().values())), \
         "the reference must stay frozen"
     if paradigm != "fm":

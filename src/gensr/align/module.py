@@ -22,10 +22,11 @@ SEED_MODULUS = 2**31 - 1
 def freeze_except(policy: torch.nn.Module, prefixes) -> int:
     """Freeze every parameter whose name does not start with one of `prefixes`; returns how many stay trainable.
 
-    A prefix matches whole name components ("heads" matches "heads.0.weight", not "heads_x.weight"). A prefix that
-    matches no parameter is an error, so a typo in dpo.<paradigm>.trainable cannot silently freeze the whole policy.
+    A prefix matches whole name components ("heads" matches "heads.0.weight", not "heads_x.weight"). Only narrows:
+    a parameter the restorer keeps frozen (the AR/MGM codec) stays frozen. A prefix that matches no trainable
+    parameter is an error, so a typo in dpo.<paradigm>.trainable cannot silently freeze the whole policy.
     """
-    names = [n for n, _ in policy.named_parameters()]
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
 
     def hit(name: str, prefix: str) -> bool:
         return name == prefix or name.startswith(prefix + ".")
@@ -33,11 +34,11 @@ def freeze_except(policy: torch.nn.Module, prefixes) -> int:
     unmatched = [p for p in prefixes if not any(hit(n, p) for n in names)]
     if unmatched:
         tops = sorted({n.split(".")[0] for n in names})
-        raise ValueError(f"dpo.<paradigm>.trainable: {unmatched} match no parameter of the policy; "
-                         f"its top-level modules are {tops}")
+        raise ValueError(f"dpo.<paradigm>.trainable: {unmatched} match no trainable parameter of the policy; "
+                         f"its trainable top-level modules are {tops}")
     n_trainable = 0
     for name, p in policy.named_parameters():
-        keep = any(hit(name, pre) for pre in prefixes)
+        keep = p.requires_grad and any(hit(name, pre) for pre in prefixes)
         p.requires_grad_(keep)
         n_trainable += p.numel() if keep else 0
     return n_trainable
