@@ -19,8 +19,8 @@ from gensr.align.loss import dpo_loss
 SEED_MODULUS = 2**31 - 1
 
 
-def freeze_except(policy: torch.nn.Module, prefixes) -> int:
-    """Freeze every parameter whose name does not start with one of `prefixes`; returns how many stay trainable.
+def freeze_except(policy: torch.nn.Module, prefixes) -> None:
+    """Freeze every parameter whose name does not start with one of `prefixes`.
 
     A prefix matches whole name components ("heads" matches "heads.0.weight", not "heads_x.weight"). Only narrows:
     a parameter the restorer keeps frozen (the AR/MGM codec) stays frozen. A prefix that matches no trainable
@@ -36,12 +36,8 @@ def freeze_except(policy: torch.nn.Module, prefixes) -> int:
         tops = sorted({n.split(".")[0] for n in names})
         raise ValueError(f"dpo.<paradigm>.trainable: {unmatched} match no trainable parameter of the policy; "
                          f"its trainable top-level modules are {tops}")
-    n_trainable = 0
     for name, p in policy.named_parameters():
-        keep = p.requires_grad and any(hit(name, pre) for pre in prefixes)
-        p.requires_grad_(keep)
-        n_trainable += p.numel() if keep else 0
-    return n_trainable
+        p.requires_grad_(p.requires_grad and any(hit(name, pre) for pre in prefixes))
 
 
 class DPOModule(L.LightningModule):
@@ -125,5 +121,5 @@ class DPOModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in diag.items()}, batch_size=bs, prog_bar=False)
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(self.policy.trainable_parameters(), lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay)

@@ -160,7 +160,7 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     summary = {
         "paradigm": settings.paradigm, "reference_mode": settings.reference_mode,
         "n_train_pairs": len(train), "n_heldout_pairs": len(heldout), "settings": settings.__dict__,
-        "trainable_params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        "trainable_params": sum(p.numel() for p in policy.trainable_parameters()),
         "train_final": train_diag, "heldout_before": before, "heldout_after": after,
         "seconds": round(time.time() - start, 1), "checkpoint": str(out_dir / "restorer.pt"),
     }

@@ -164,9 +164,9 @@ def dpo_settings(params: Params, paradigm: str):
                        sft_weight=hp.sft_weight, sft_target=hp.sft_target, score_draws=hp.score_draws,
                        score_temperature=hp.score_temperature,
                        trainable=None if hp.trainable is None else tuple(hp.trainable),
-                       weight_decay=d.weight_decay, grad_clip=d.grad_clip, val_every_steps=d.val_every_steps, ref_batch_size=d.ref_batch_size,
-                       segment_seconds=d.segment_seconds, audio_examples=d.audio_examples,
-                       sample_rate=params.audio.sample_rate, seed=params.seed)
+                       weight_decay=d.weight_decay, grad_clip=d.grad_clip, val_every_steps=d.val_every_steps,
+                       ref_batch_size=d.ref_batch_size, segment_seconds=d.segment_seconds,
+                       audio_examples=d.audio_examples, sample_rate=params.audio.sample_rate, seed=params.seed)
 
 
 def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, track: bool = True,
