@@ -511,7 +511,9 @@ def test_both_corpus_assets_materialize_from_the_definitions(tmp_path, monkeypat
     assert graph.get(dg.AssetKey("degraded_corpus")).parent_keys == {dg.AssetKey("clean_corpus")}
     monkeypatch.chdir(tmp_path)
     resource = ParamsResource(params_path=str(ROOT / "params.yaml"),
-                              overrides=["corpus.n_utterances=24", "degrade.workers=1"])
+                              # the demo's split leaves 1 valid and 1 test clip of 24, too few to babble from
+                              overrides=["corpus.n_utterances=24", "degrade.workers=1",
+                                         "corpus.split={train: 0.64, pref: 0.2, valid: 0.08, test: 0.08}"])
     result = dg.materialize(
         [corpus.clean_corpus, corpus.clean_corpus_integrity, degrade.degraded_corpus,
          degrade.degraded_aligned_with_clean, degrade.degraded_audio_finite],
