@@ -55,7 +55,8 @@ def timed_pair(first, second, repeats: int) -> tuple[float, float]:
 def bench_paradigm(params, paradigm: str, repeats: int) -> dict:
     torch.manual_seed(0)
     hp = params.dpo.for_paradigm(paradigm)
-    b, t = hp.batch_size, int(params.dpo.segment_seconds * params.audio.sample_rate)
+    seconds = params.dpo.segment_seconds or params.corpus.max_seconds  # null (whole clips): the longest TTS utterance
+    b, t = hp.batch_size, int(seconds * params.audio.sample_rate)
     policy = build(params, paradigm)
     policy.eval()
     reference = build(params, paradigm)

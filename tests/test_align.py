@@ -255,6 +255,28 @@ def test_pair_tensors_crop_the_sampled_tokens_with_the_audio(tmp_path):
         PairTensors(wrong, tmp_path, 16000, 0.2, hop)
 
 
+def test_longest_pair_segment_crops_no_clip(tmp_path):
+    """dpo.segment_seconds: null sizes the segment to the longest pair, so every clip is kept whole (offset 0)."""
+    from gensr.align.data import PairTensors, longest_pair_seconds
+    from gensr.audio.io import read_wav, write_wav
+
+    pairs = _write_pairs(tmp_path, n_pairs=3, seconds=0.25)
+    long_wave = 0.1 * np.ones(int(0.4 * 16000), np.float32)  # pair 1 becomes 0.4 s; its clean file stays 0.25 s
+    for kind in ("degraded", "chosen", "rejected"):
+        write_wav(tmp_path / "wav" / f"{kind}1.wav", long_wave, 16000)
+    write_wav(tmp_path / "wav" / "chosen2.wav", long_wave, 16000)  # one longer file: the pair is as long as its shortest
+    assert longest_pair_seconds(pairs, tmp_path, 16000) == pytest.approx(0.4)
+    data = PairTensors(pairs, tmp_path, 16000, longest_pair_seconds(pairs, tmp_path, 16000))
+    for i, row in pairs.iterrows():
+        full = read_wav(tmp_path / row["degraded_path"])[0]
+        kept = 0.4 if i == 1 else 0.25
+        n = int(kept * 16000)
+        assert np.array_equal(data.degraded[i, :n].numpy(), full[:n]) and not data.degraded[i, n:].any()
+    write_wav(tmp_path / "wav" / "rejected0.wav", long_wave, 8000)
+    with pytest.raises(ValueError, match="rejected0.wav"):
+        longest_pair_seconds(pairs, tmp_path, 16000)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("paradigm", ["ar", "mgm", "fm"])
 def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, paradigm):
@@ -271,7 +293,8 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     settings = DPOSettings(paradigm=paradigm, beta=0.5 if paradigm != "fm" else 500.0, lr=1e-3, steps=4, batch_size=2,
                            sft_weight=0.1, sft_target="clean" if paradigm == "mgm" else "chosen",  # clean: train and held-out load it
                            score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
-                           segment_seconds=0.2, audio_examples=1, sample_rate=16000, seed=3,
+                           segment_seconds=None if paradigm == "fm" else 0.2,  # FM: whole clips (null)
+                           audio_examples=1, sample_rate=16000, seed=3,
                            score_temperature="sampling" if paradigm == "ar" else "model",
                            trainable=("heads",) if paradigm == "mgm" else None)  # MGM: DPO on its output heads only
     policy, reference = Restorer.load(base_path), Restorer.load(base_path)
@@ -280,6 +303,7 @@ def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, 
     expected = sum(v for n, v in sizes.items() if n.startswith("heads.")) if paradigm == "mgm" else sum(sizes.values())
     assert summary["trainable_params"] == expected
     assert summary["n_train_pairs"] == 4 and summary["n_heldout_pairs"] == 2
+    assert summary["segment_seconds"] == pytest.approx(0.25 if paradigm == "fm" else 0.2)
     assert summary["heldout_before"]["rewards/accuracies"] == 0.0  # policy == reference: zero margins
     assert set(summary["heldout_after"]) >= {"rewards/accuracies", "rewards/margins", "loss"}
     ckpt = torch.load(tmp_path / "out" / "dpo.ckpt", weights_only=False)

@@ -2,7 +2,8 @@
 
 Each pair is cropped to a fixed segment with an offset drawn from its own seed (the same crop
 for degraded/chosen/rejected, and the same crop every epoch), so cached reference scores stay
-valid. Clips shorter than the segment are zero-padded. Everything is loaded once: the demo pair
+valid. Clips shorter than the segment are zero-padded (`longest_pair_seconds` gives the segment
+that crops nothing). Everything is loaded once: the demo pair
 sets are small, and loading in the training loop would cost more than the model on 2 cores.
 
 When the pair table carries the tokens the restorer sampled (`*_codes_path`, AR/MGM), they are
@@ -17,12 +18,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from gensr.audio.io import read_wav
 from gensr.models.features import n_frames
+
+
+def longest_pair_seconds(pairs: pd.DataFrame, pairs_dir: str | Path, sample_rate: int) -> float:
+    """The segment that crops no pair: the longest pair, a pair being as long as its shortest file.
+
+    `dpo.segment_seconds: null` uses it, so that DPO scores the whole clip its metrics judged. Only
+    the WAV headers are read.
+    """
+    pairs_dir = Path(pairs_dir)
+    longest = 0
+    for row in pairs.itertuples():
+        frames = []
+        for kind in ("degraded", "chosen", "rejected"):
+            path = pairs_dir / getattr(row, f"{kind}_path")
+            info = sf.info(str(path))
+            if info.samplerate != sample_rate:
+                raise ValueError(f"{path}: sample rate {info.samplerate} != audio.sample_rate {sample_rate}")
+            frames.append(info.frames)
+        longest = max(longest, min(frames))
+    if not longest:
+        raise ValueError(f"{pairs_dir}: no pair audio to size dpo.segment_seconds from")
+    return longest / sample_rate
 
 
 def crop_or_pad(wave: np.ndarray, length: int, offset: int) -> np.ndarray:

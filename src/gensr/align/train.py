@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from gensr.align.data import PairTensors, score_pairs
+from gensr.align.data import PairTensors, longest_pair_seconds, score_pairs
 from gensr.align.loss import dpo_loss
 from gensr.align.module import DPOModule
 from gensr.storage import file_sha256, write_json, write_parquet
@@ -41,7 +41,7 @@ class DPOSettings:
     grad_clip: float
     val_every_steps: int
     ref_batch_size: int
-    segment_seconds: float
+    segment_seconds: float | None  # None = the longest pair: whole clips, no crop
     audio_examples: int
     sample_rate: int
     seed: int
@@ -124,7 +124,10 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     pairs_dir = pairs_path.parent
     hop = policy.stft_cfg.hop
     with_clean = settings.sft_weight > 0 and settings.sft_target == "clean"  # the validation loss has the SFT term too
-    train, heldout = (PairTensors(pairs[pairs["role"] == role], pairs_dir, settings.sample_rate, settings.segment_seconds,
+    segment = settings.segment_seconds
+    if segment is None:  # one length for train and held-out, so both score whole clips alike
+        segment = longest_pair_seconds(pairs, pairs_dir, settings.sample_rate)
+    train, heldout = (PairTensors(pairs[pairs["role"] == role], pairs_dir, settings.sample_rate, segment,
                                   hop, with_clean=with_clean) for role in ("train", "heldout"))
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
@@ -132,7 +135,7 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
         policy.score_temperature = reference.score_temperature = float(policy.sampling["temperature"])
     if settings.reference_mode == "cached":
         key = {"base_sha256": file_sha256(base_checkpoint), "pairs_sha256": file_sha256(pairs_path),
-               "segment_seconds": settings.segment_seconds, "sample_rate": settings.sample_rate,
+               "segment_seconds": segment, "sample_rate": settings.sample_rate,
                "score_temperature": float(getattr(reference, "score_temperature", 1.0))}
         for part, data in (("train", train), ("heldout", heldout)):
             if len(data):
@@ -160,6 +163,7 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     summary = {
         "paradigm": settings.paradigm, "reference_mode": settings.reference_mode,
         "n_train_pairs": len(train), "n_heldout_pairs": len(heldout), "settings": settings.__dict__,
+        "segment_seconds": segment,
         "trainable_params": sum(p.numel() for p in policy.trainable_parameters()),
         "train_final": train_diag, "heldout_before": before, "heldout_after": after,
         "seconds": round(time.time() - start, 1), "checkpoint": str(out_dir / "restorer.pt"),

@@ -81,7 +81,9 @@ class DPOParams(Block):
     """DPO training: per-paradigm hyperparameters plus shared data and logging settings."""
 
     strategy: str = Field(description="Pair set trained by `gensr dpo` without --strategy (multi by default).")
-    segment_seconds: float = Field(gt=0, description="Each pair is cropped (seeded) / zero-padded to this length.")
+    segment_seconds: float | None = Field(
+        gt=0, description="Each pair is cropped (seeded) / zero-padded to this length; null = the longest pair of the "
+                          "set, so that DPO scores whole clips (memory grows with it).")
     weight_decay: float = Field(ge=0)
     grad_clip: float = Field(gt=0, description="Gradient-norm clip of the policy.")
     val_every_steps: int = Field(ge=1, description="Held-out pair accuracy is measured every this many steps.")
