@@ -3,8 +3,8 @@
 Each pair is cropped to a fixed segment with an offset drawn from its own seed (the same crop
 for degraded/chosen/rejected, and the same crop every epoch), so cached reference scores stay
 valid. Clips shorter than the segment are zero-padded (`longest_pair_seconds` gives the segment
-that crops nothing). Everything is loaded once: the demo pair
-sets are small, and loading in the training loop would cost more than the model on 2 cores.
+that crops nothing). Everything is loaded once: the demo pair sets are small, and loading in the
+training loop would cost more than the model on 2 cores.
 
 When the pair table carries the tokens the restorer sampled (`*_codes_path`, AR/MGM), they are
 cropped to the same segment: the offset is then a multiple of the STFT hop, so segment frame j is
