@@ -147,6 +147,35 @@ def test_build_pair_table_strategies(strategy):
     assert stats["n_clips_with_pair"] == 3 and stats["pairs_per_clip_mean"] == 2.0
 
 
+def test_dev_split_holds_no_clip_that_dpo_trains_on():
+    """`evaluate --split dev` = valid + the pref utterances whose pairs are held out, and nothing else."""
+    from gensr.corpus.splits import in_split
+
+    rows, metrics = [], []
+    for i in range(120):
+        u, split = f"p{i:03d}", ("pref", "pref", "pref", "valid", "test", "train")[i % 6]
+        for k in range(3):
+            cid = f"{u}__d0__c{k}"
+            rows.append({"cand_id": cid, "deg_id": f"{u}__d0", "utt_id": u, "paradigm": "ar", "candidate": k,
+                         "seed": k, "path": f"wav/{cid}.wav", "clean_path": f"../clean/{u}.wav",
+                         "degraded_path": f"../deg/{u}.wav", "text": "t", "speaker": "s", "split": split})
+            metrics.append({"clip_id": cid, "pesq": 1.0 + k, "wer": 0.5 - 0.1 * k, "spk": 0.5 + 0.1 * k})
+    cands = pd.DataFrame(rows)
+    rules = rules_for_strategy("multi", ["pesq", "wer", "spk"], {"pesq": True, "wer": False, "spk": True}, {})
+    pairs = build_pair_table(cands, pd.DataFrame(metrics), strategy="multi", rules=rules, max_pairs_per_clip=1,
+                             seed=1, heldout_fraction=0.2)
+    utts = cands.drop_duplicates("utt_id")
+    dev = set(utts.utt_id[in_split(utts.split, utts.utt_id, "dev", 0.2)])
+    assert set(utts.utt_id[utts.split == "valid"]) <= dev
+    assert not dev & set(utts.utt_id[utts.split.isin(["train", "test"])])
+    trained_on = set(pairs.utt_id[pairs.role == "train"])
+    assert trained_on and not dev & trained_on
+    held = pairs[(pairs.role == "heldout") & (pairs.split != "train")]  # the base trained on train clips
+    assert dev == set(held.utt_id)  # every clip pairs here, so dev = the held-out pairs off train
+    assert 0 < len(dev - set(utts.utt_id[utts.split == "valid"])) < 60  # some pref utterances, not all
+    assert list(in_split(utts.split, utts.utt_id, "test", 0.2)) == list(utts.split == "test")
+
+
 def test_violations_flags_nan_and_wrong_direction():
     pairs = pd.DataFrame({"chosen_pesq": [3.0, np.nan, 3.0], "rejected_pesq": [2.0, 2.0, 3.5]})
     assert list(violations(pairs, [MetricRule("pesq", True)]).index) == [1, 2]

@@ -82,7 +82,8 @@ def dpo_command(
 def evaluate_command(
     paradigm: str = ParadigmOption,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Aligned checkpoint (default: evaluate.strategy)."),
-    split: str = typer.Option("test", "--split", help="test (the report) or valid (tuning, reports/evaluation_valid)."),
+    split: str = typer.Option("test", "--split", help="test (the report); valid, or dev = valid + the pref clips whose pairs DPO holds out, "
+                             "for tuning (reports/evaluation_<split>)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:

@@ -14,6 +14,10 @@ rows with split == 'test'; only the held-out evaluation reads them. The pref spl
 is a preference pool: no SFT stage trains on it, so the candidates that make the DPO pairs come
 from inputs the base restorer never fitted, as test inputs are. With pref = 0 the assignment
 is the same as without it.
+
+`dev` is not a split of the corpus but a tuning set read through `in_split`: the valid split plus
+the pref utterances whose pairs DPO holds out (`pairs.heldout_fraction`). Neither the base nor DPO
+trains on any of them, and it is about twice the size of valid without re-dealing the corpus.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from gensr.config.corpus import SplitParams
 
 SPLITS = ("train", "pref", "valid", "test")
+DEV = "dev"
 
 
 def _order_key(seed: int, utt_id: str) -> str:
@@ -65,3 +70,18 @@ def assign_splits(utt_ids: Sequence[str], speakers: Sequence[str], fractions: Sp
     ends = np.cumsum([sizes[s] for s in SPLITS])  # train, pref, valid, test occupy consecutive positions
     split_of = {utt: SPLITS[int(np.searchsorted(ends, pos, side="right"))] for pos, utt in enumerate(dealt)}
     return [split_of[u] for u in utt_ids]
+
+
+def heldout_utterance(utt_id: str, fraction: float) -> bool:
+    """Deterministic utterance-level hold-out, so no speaker-sentence leaks between train and held-out pairs."""
+    digest = hashlib.sha256(f"heldout:{utt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64 < fraction
+
+
+def in_split(splits: Sequence[str], utt_ids: Sequence[str], split: str, heldout_fraction: float) -> np.ndarray:
+    """Boolean mask of the rows that belong to `split`: one of SPLITS, or `dev` (valid + held-out pref)."""
+    splits = np.asarray(splits, dtype=object)
+    if split != DEV:
+        return splits == split
+    held = np.fromiter((heldout_utterance(u, heldout_fraction) for u in utt_ids), dtype=bool, count=len(splits))
+    return (splits == "valid") | ((splits == "pref") & held)

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
+from gensr.corpus.splits import in_split
 from gensr.storage import write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
@@ -338,7 +339,7 @@ def score_inputs(params, split: str | None = None, *, degraded: str | Path | Non
         raise FileNotFoundError(f"{manifest}: degraded corpus manifest not found; run `gensr degrade` first")
     out = Path(out) if out else inputs_table_path(params, split)
     frame = pd.read_parquet(manifest)
-    frame = frame[frame["split"] == split]
+    frame = frame[in_split(frame["split"], frame["utt_id"], split, params.pairs.heldout_fraction)]
     rows = manifest_rows(frame.assign(path=[str(manifest.parent / p) for p in frame["path"]],
                                       clean_path=[str(manifest.parent / p) for p in frame["clean_path"]]))
     if not rows:

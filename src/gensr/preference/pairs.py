@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from gensr.corpus.splits import heldout_utterance
 from gensr.preference.rules import MetricRule, select_pairs, select_worst
 
 ROLE_TRAIN, ROLE_HELDOUT = "train", "heldout"
@@ -75,12 +76,6 @@ def pair_seed(seed: int, pair_id: str) -> int:
     """Stable per-pair seed (independent of row order and of Python's hash salt)."""
     digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**31 - 1)
-
-
-def heldout_utterance(utt_id: str, fraction: float) -> bool:
-    """Deterministic utterance-level hold-out, so no speaker-sentence leaks between train and held-out pairs."""
-    digest = hashlib.sha256(f"heldout:{utt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64 < fraction
 
 
 def rebase(path: str, from_dir: Path, to_dir: Path) -> str:

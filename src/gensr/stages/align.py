@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from gensr.config import Params
+from gensr.corpus.splits import DEV
 from gensr.preference.pairs import (
     build_pair_table,
     metric_names,
@@ -272,11 +273,12 @@ def _wide(df: pd.DataFrame) -> pd.DataFrame:
 def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None, split: str = "test") -> dict:
     """Base vs aligned on the test split (never used for pairs); writes reports/evaluation/<paradigm>/.
 
-    `split="valid"` runs the same comparison on the valid split, for tuning DPO without touching test.
+    `split="valid"` runs the same comparison on the valid split, for tuning DPO without touching test;
+    `split="dev"` on valid plus the pref clips whose pairs DPO holds out (about twice as many clips).
     """
-    if split in ("train", "pref"):
-        raise ValueError(f"evaluate on 'test' (or 'valid' for tuning), not '{split}': the base trained on train clips "
-                         "and the pairs come from sample.split")
+    if split not in ("test", "valid", DEV):
+        raise ValueError(f"evaluate on 'test' (or 'valid' / '{DEV}' for tuning), not '{split}': the base trained on "
+                         "train clips and DPO on the pairs of sample.split")
     from gensr.evaluate.compare import compare
     from gensr.evaluate.table import table_markdown
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gensr.config import Params
+from gensr.corpus.splits import in_split
 from gensr.storage import file_sha256, write_parquet
 
 CANDIDATE_COLUMNS = [
@@ -75,7 +76,9 @@ def split_rows(params: Params, split: str) -> tuple[Path, list[dict]]:
     manifest = degraded_manifest(params)
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: degraded corpus manifest not found; run `gensr degrade` first")
-    rows = [r for r in pq.read_table(manifest).to_pylist() if r["split"] == split]
+    rows = pq.read_table(manifest).to_pylist()
+    keep = in_split([r["split"] for r in rows], [r["utt_id"] for r in rows], split, params.pairs.heldout_fraction)
+    rows = [r for r, k in zip(rows, keep) if k]
     if not rows:
         hint = (" (corpus.split.pref is 0: give the preference pool a share, then rebuild the corpus and degrade)"
                 if split == "pref" else "")
