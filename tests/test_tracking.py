@@ -32,3 +32,24 @@ def test_data_hash_changes_with_content(tmp_path):
     h1 = tracking.data_hash(f)
     f.write_text("2")
     assert tracking.data_hash(f) != h1
+
+
+def _start_one_run(mlruns: str, barrier) -> str:
+    barrier.wait()
+    with tracking.start_run(mlruns, "dpo", "concurrent") as run:
+        return run.info.experiment_id
+
+
+def test_stages_starting_together_on_a_fresh_store_all_log(tmp_path):
+    """Parallel stages on a new store: one schema migration and one experiment, no process fails."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Manager().Barrier(3)
+    with ProcessPoolExecutor(3, mp_context=ctx) as pool:
+        ids = list(pool.map(_start_one_run, [str(tmp_path)] * 3, [barrier] * 3))
+    assert len(set(ids)) == 1
+    mlflow = tracking.configure(tmp_path)
+    runs = mlflow.search_runs([ids[0]], output_format="list")
+    assert len(runs) == 3

@@ -59,23 +59,49 @@ def data_hash(*paths: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+_READY: set[str] = set()
+
+
+@contextlib.contextmanager
+def _store_lock(mlruns_dir: str | Path) -> Iterator[None]:
+    """An exclusive lock across processes on the store folder.
+
+    Two stages that start together on a fresh store (e.g. Dagster partitions in parallel) would both run
+    MLflow's schema migrations on the same sqlite file, and the second one fails ("Online migration
+    expected to match one row"). They would also both create the same experiment."""
+    import fcntl
+
+    with open(Path(mlruns_dir) / ".store.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def configure(mlruns_dir: str | Path):
-    """Point MLflow at the project store and return the mlflow module."""
+    """Point MLflow at the project store (created or migrated under a lock) and return the mlflow module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     Path(mlruns_dir).mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(mlruns_dir))
+    uri = tracking_uri(mlruns_dir)
+    mlflow.set_tracking_uri(uri)
+    if uri not in _READY:
+        with _store_lock(mlruns_dir):
+            mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # creates / migrates the schema
+        _READY.add(uri)
     return mlflow
 
 
 def get_or_create_experiment(mlruns_dir: str | Path, kind: str) -> str:
     mlflow = configure(mlruns_dir)
     name = EXPERIMENTS.get(kind, kind)
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return mlflow.create_experiment(name, artifact_location=f"{artifact_root(mlruns_dir)}/{name}")
+    with _store_lock(mlruns_dir):
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return mlflow.create_experiment(name, artifact_location=f"{artifact_root(mlruns_dir)}/{name}")
 
 
 @contextlib.contextmanager
