@@ -82,8 +82,10 @@ def dpo_command(
 def evaluate_command(
     paradigm: str = ParadigmOption,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Aligned checkpoint (default: evaluate.strategy)."),
-    split: str = typer.Option("test", "--split", help="test (the report); valid, or dev = valid + the pref clips whose pairs DPO holds out, "
-                             "for tuning (reports/evaluation_<split>)."),
+    split: str = typer.Option(
+        "test", "--split",
+        help="test (the report); for tuning (reports/evaluation_<split>): valid, or dev = valid + the pref clips "
+             "whose pairs DPO holds out."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
