@@ -111,10 +111,11 @@ def test_selection_keeps_the_largest_normalised_margin_first():
     assert pairs.margin_norm.is_monotonic_decreasing and list(pairs["rank"]) == [0, 1]
 
 
-def _manifest_and_metrics():
+def _manifest_and_metrics(utts=(("u0", "train"), ("u1", "train"), ("u2", "valid"), ("u3", "test"))):
+    """4 candidates per utterance, each dominating the one before on every metric."""
     rows, metrics = [], []
     rng = np.random.default_rng(0)
-    for u, split in [("u0", "train"), ("u1", "train"), ("u2", "valid"), ("u3", "test")]:
+    for u, split in utts:
         for k in range(4):
             cid = f"{u}__d0__c{k}"
             rows.append({"cand_id": cid, "deg_id": f"{u}__d0", "utt_id": u, "paradigm": "mgm", "candidate": k,
@@ -151,19 +152,11 @@ def test_dev_split_holds_no_clip_that_dpo_trains_on():
     """`evaluate --split dev` = valid + the pref utterances whose pairs are held out, and nothing else."""
     from gensr.corpus.splits import in_split
 
-    rows, metrics = [], []
-    for i in range(120):
-        u, split = f"p{i:03d}", ("pref", "pref", "pref", "valid", "test", "train")[i % 6]
-        for k in range(3):
-            cid = f"{u}__d0__c{k}"
-            rows.append({"cand_id": cid, "deg_id": f"{u}__d0", "utt_id": u, "paradigm": "ar", "candidate": k,
-                         "seed": k, "path": f"wav/{cid}.wav", "clean_path": f"../clean/{u}.wav",
-                         "degraded_path": f"../deg/{u}.wav", "text": "t", "speaker": "s", "split": split})
-            metrics.append({"clip_id": cid, "pesq": 1.0 + k, "wer": 0.5 - 0.1 * k, "spk": 0.5 + 0.1 * k})
-    cands = pd.DataFrame(rows)
+    cands, wide = _manifest_and_metrics([(f"p{i:03d}", ("pref", "pref", "pref", "valid", "test", "train")[i % 6])
+                                         for i in range(120)])
     rules = rules_for_strategy("multi", ["pesq", "wer", "spk"], {"pesq": True, "wer": False, "spk": True}, {})
-    pairs = build_pair_table(cands, pd.DataFrame(metrics), strategy="multi", rules=rules, max_pairs_per_clip=1,
-                             seed=1, heldout_fraction=0.2)
+    pairs = build_pair_table(cands, wide, strategy="multi", rules=rules, max_pairs_per_clip=1, seed=1,
+                             heldout_fraction=0.2)
     utts = cands.drop_duplicates("utt_id")
     dev = set(utts.utt_id[in_split(utts.split, utts.utt_id, "dev", 0.2)])
     assert set(utts.utt_id[utts.split == "valid"]) <= dev
