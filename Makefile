@@ -21,7 +21,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 setup: $(STAMP)
 
+# A first install peaked at 7.3 GB of new disk use (2026-12-05); below MIN_FREE_MB it stops
+# before pip starts instead of failing with ENOSPC minutes in. MIN_FREE_MB=0 skips the check.
+MIN_FREE_MB ?= 7000
+
 $(STAMP): pyproject.toml constraints.txt
+	@if ! compgen -G "$(VENV)/lib/python*/site-packages/torch" > /dev/null; then \
+	  free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free" -lt "$(MIN_FREE_MB)" ]; then \
+	    echo "error: the first install into $(VENV) needs about 7.3 GB of disk, and $$(df -P . | awk 'NR==2 {print $$6}')" \
+	         "has $$free MB free (MIN_FREE_MB=$(MIN_FREE_MB)); free some space, or run with MIN_FREE_MB=0 to try anyway" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the pinned stack into $(VENV) (first time: a few minutes)"
 	@start=$$(date +%s); \
