@@ -33,11 +33,17 @@ def test_unknown_key_is_rejected_with_its_dotted_name(tmp_path):
         ("degrade.noise.prob=1.5", "degrade.noise.prob"),
         ("ingest.long_files=truncate", "ingest.long_files"),
         ("corpus.split.train=0.95", "corpus.split"),
+        ("metrics.score_inputs_split=heldout", "metrics.score_inputs_split"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_params(PARAMS, [override])
+
+
+def test_score_inputs_split_takes_every_split_evaluate_takes():
+    for split in ("pref", "valid", "test", "dev"):
+        assert load_params(PARAMS, [f"metrics.score_inputs_split={split}"]).metrics.score_inputs_split == split
 
 
 def test_overrides_are_parsed_as_yaml_and_revalidated():

@@ -65,8 +65,9 @@ class MetricsParams(Block):
     workers: int = Field(ge=1, description="Worker processes; each loads the models once.")
     shard_size: int = Field(gt=0, description="Clips per resumable shard.")
     max_nan_rate: float = Field(ge=0, le=1, description="Asset check: highest tolerated NaN fraction per metric.")
-    score_inputs_split: Literal["train", "valid", "test"] = Field(
-        description="Split of the degraded corpus scored against clean by `gensr score-inputs`."
+    score_inputs_split: Literal["train", "pref", "valid", "test", "dev"] = Field(
+        description="Split of the degraded corpus scored against clean by `gensr score-inputs`; "
+                    "`dev` is valid plus the held-out pref clips (gensr.corpus.splits)."
     )
     dnsmos: DnsmosParams
     mel_distance: MelDistanceParams
