@@ -41,7 +41,7 @@ def test_out_of_range_values_name_the_key(override, key):
         load_params(PARAMS, [override])
 
 
-def test_score_inputs_split_takes_every_split_evaluate_takes():
+def test_score_inputs_split_takes_the_corpus_splits_and_dev():
     for split in ("pref", "valid", "test", "dev"):
         assert load_params(PARAMS, [f"metrics.score_inputs_split={split}"]).metrics.score_inputs_split == split
 
