@@ -346,7 +346,9 @@ def test_dagster_alignment_assets_are_partitioned_and_wired():
 
 @pytest.mark.slow
 def test_train_dpo_stage_logs_one_mlflow_run_with_diagnostics_and_audio(tmp_path, project_params):
-    from gensr.stages.align import aligned_dir, base_checkpoint, pairs_dir, train_dpo
+    from gensr.layout import base_checkpoint
+    from gensr.stages.dpo import aligned_dir, train_dpo
+    from gensr.stages.pairs import pairs_dir
     from gensr.tracking import configure
 
     params = project_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",

@@ -91,7 +91,7 @@ def test_no_common_clips_is_a_clear_error():
 def test_evaluation_table_stage_writes_dvc_metrics_and_table1(tmp_path, project_params):
     import json
 
-    from gensr.stages.align import evaluation_dir, evaluation_table
+    from gensr.stages.evaluate import evaluation_dir, evaluation_table
     from gensr.storage import write_json
 
     params = project_params([f"paths.reports={tmp_path / 'reports'}", "evaluate.paradigms=[ar, fm]"])

@@ -19,9 +19,14 @@ EXPECTED_ASSETS = {
     "preference_pairs": {"metric_tables"},
     "aligned_checkpoints": {"base_checkpoints", "preference_pairs"},
     "evaluation": {"aligned_checkpoints"},
+    "confirm_set": {"clean_corpus"},
+    "base_evaluation": {"base_checkpoints", "confirm_set", "degraded_corpus"},
+    "ablation": {"preference_pairs", "base_evaluation"},
+    "ablation_summary": {"ablation"},
 }
 PARTITIONED = {"base_checkpoints", "candidate_samples", "metric_tables", "preference_pairs",
-               "aligned_checkpoints", "evaluation"}
+               "aligned_checkpoints", "evaluation", "base_evaluation"}
+MULTI_PARTITIONED = {"ablation"}  # paradigm x strategy
 
 
 def _graph():
@@ -45,6 +50,12 @@ def test_paradigm_assets_are_partitioned_by_paradigm():
         part = graph.get(key).partitions_def
         if key.to_user_string() in PARTITIONED:
             assert part is not None and set(part.get_partition_keys()) == {"ar", "mgm", "fm"}, key
+        elif key.to_user_string() in MULTI_PARTITIONED:
+            dims = {d.name: set(d.partitions_def.get_partition_keys()) for d in part.partitions_defs}
+            assert dims["paradigm"] == {"ar", "mgm", "fm"}
+            from gensr.config import load_params
+
+            assert dims["strategy"] == set(load_params(ROOT / "params.yaml").ablation.strategies)
         else:
             assert part is None, key
 
@@ -59,8 +70,10 @@ def test_every_asset_check_targets_a_known_asset():
 def test_dvc_stages_cover_the_pipeline_and_call_the_cli():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     expected = {"corpus", "degrade", "score_inputs", "train_codec", "train_base", "sample",
-                "score_candidates", "pairs", "dpo", "evaluate", "evaluation_table"}
+                "score_candidates", "pairs", "dpo", "evaluate", "evaluation_table", "confirm_corpus",
+                "evaluate_base", "ablation", "ablation_summary"}
     assert expected <= set(stages)
+    assert set(stages["ablation"]["matrix"]) == {"paradigm", "strategy"}
     for name, stage in stages.items():
         body = stage.get("do", stage)
         assert body["cmd"].startswith("gensr "), name

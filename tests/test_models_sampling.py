@@ -1,4 +1,4 @@
-"""Candidate sampling and restore_split: manifest schema, path rule, seeds, shard resume, determinism."""
+"""Candidate sampling and gensr.sampling.restore.restore_split: manifest schema, path rule, seeds, shard resume, determinism."""
 
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def test_candidates_of_a_clip_differ(project):
 
 
 def test_restore_split_one_seeded_output_per_clip(project, tmp_path):
-    from gensr.stages.sample import base_checkpoint, restore_split
+    from gensr.layout import base_checkpoint
+    from gensr.sampling.restore import restore_split
 
     manifest = restore_split(project, "fm", base_checkpoint(project, "fm"), "test", out_dir=tmp_path / "r1")
     table = pd.read_parquet(manifest)
@@ -121,8 +122,9 @@ def test_restore_split_one_seeded_output_per_clip(project, tmp_path):
 def test_restore_split_with_several_samples_per_clip(project, tmp_path):
     """evaluate.samples_per_clip: K seeded restorations per clip; sample 0 is the single restoration,
     and per-clip means keep a NaN visible."""
-    from gensr.stages.align import per_clip_means
-    from gensr.stages.sample import base_checkpoint, restore_split
+    from gensr.stages.evaluate import per_clip_means
+    from gensr.layout import base_checkpoint
+    from gensr.sampling.restore import restore_split
 
     ckpt = base_checkpoint(project, "fm")
     single = pd.read_parquet(restore_split(project, "fm", ckpt, "test", out_dir=tmp_path / "one"))

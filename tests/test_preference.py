@@ -233,7 +233,7 @@ def test_pairs_stage_on_a_scored_candidate_folder(tmp_path, project_params):
     """build_pairs reads the candidate manifest + long metric table, applies the registry's directions,
     writes pairs + stats that the asset check accepts, and rebases paths to the pair folder."""
     from gensr.metrics.registry import METRIC_NAMES, get
-    from gensr.stages.align import build_pairs, check_pairs, metrics_path, pairs_dir
+    from gensr.stages.pairs import build_pairs, check_pairs, metrics_path, pairs_dir
     from gensr.storage import write_parquet
     import pyarrow as pa
 

@@ -1,4 +1,4 @@
-"""Assets `preference_pairs`, `aligned_checkpoints`, `evaluation` (partitioned by paradigm) over gensr.stages.align."""
+"""Assets `preference_pairs`, `aligned_checkpoints`, `evaluation` (partitioned by paradigm) over gensr.stages.pairs/dpo/evaluate."""
 
 
 import json
@@ -7,7 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from gensr.config.align import PARADIGMS
-from gensr.stages import align as stage
+from gensr.stages import dpo as dpo_stage
+from gensr.stages import evaluate as evaluate_stage
+from gensr.stages import pairs as pairs_stage
 from gensr_dagster.resources import MlflowResource, ParamsResource
 
 paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
@@ -43,7 +45,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, par
 
     cfg = params.load()
     paradigm = context.partition_key
-    summary = stage.build_pairs(cfg, paradigm, config.strategies or None)
+    summary = pairs_stage.build_pairs(cfg, paradigm, config.strategies or None)
     meta = {}
     for strategy, s in summary.items():
         key = strategy.replace(":", "_")
@@ -51,7 +53,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, par
         meta[f"{key}/clips_with_pair"] = s["n_clips_with_pair"]
         meta[f"{key}/pairs_per_clip"] = dg.MetadataValue.float(s["pairs_per_clip_mean"])
         meta[f"{key}/stats"] = dg.MetadataValue.md(stats_markdown(s))
-        meta[f"{key}/path"] = dg.MetadataValue.path(str(stage.pairs_dir(cfg, paradigm, strategy).resolve()))
+        meta[f"{key}/path"] = dg.MetadataValue.path(str(pairs_stage.pairs_dir(cfg, paradigm, strategy).resolve()))
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -62,9 +64,9 @@ def pairs_chosen_dominates(context: dg.AssetCheckExecutionContext, params: Param
     results, checked = {}, 0
     for paradigm in _paradigms(context):
         for strategy in cfg.pairs.strategies:
-            path = stage.pairs_dir(cfg, paradigm, strategy) / "pairs.parquet"
+            path = pairs_stage.pairs_dir(cfg, paradigm, strategy) / "pairs.parquet"
             if path.exists():
-                results[f"{paradigm}/{strategy}"] = stage.check_pairs(path)
+                results[f"{paradigm}/{strategy}"] = pairs_stage.check_pairs(path)
                 checked += 1
     failed = {k: v for k, v in results.items() if not v["passed"]}
     return dg.AssetCheckResult(
@@ -84,7 +86,7 @@ def aligned_checkpoints(context: dg.AssetExecutionContext, config: AlignConfig, 
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
     paradigm = context.partition_key
-    s = stage.train_dpo(cfg, paradigm, config.strategy or None, dagster_run_id=context.run_id)
+    s = dpo_stage.train_dpo(cfg, paradigm, config.strategy or None, dagster_run_id=context.run_id)
     after, before = s["heldout_after"], s["heldout_before"]
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(Path(s["checkpoint"]).resolve())),
@@ -109,10 +111,10 @@ def aligned_checkpoints(context: dg.AssetExecutionContext, config: AlignConfig, 
 def evaluation(context: dg.AssetExecutionContext, config: AlignConfig, params: ParamsResource) -> dg.MaterializeResult:
     cfg = params.load()
     paradigm = context.partition_key
-    res = stage.evaluate_paradigm(cfg, paradigm, config.strategy or None)
+    res = evaluate_stage.evaluate_paradigm(cfg, paradigm, config.strategy or None)
     table1 = None
     try:
-        table1 = stage.evaluation_table(cfg)  # needs every paradigm of evaluate.paradigms
+        table1 = evaluate_stage.evaluation_table(cfg)  # needs every paradigm of evaluate.paradigms
     except FileNotFoundError:
         context.log.info("Table 1 waits for the other paradigms' evaluations")
     mlflow_url = _dpo_run_url(cfg, paradigm, res["strategy"])
@@ -122,7 +124,7 @@ def evaluation(context: dg.AssetExecutionContext, config: AlignConfig, params: P
         "dimensions_improved": len(res["improved_dimensions"]),
         "significantly_worse": dg.MetadataValue.json(res["significantly_worse"]),
         "target_met": res["target_met"],
-        "report": dg.MetadataValue.path(str((stage.evaluation_dir(cfg, paradigm) / "evaluation.json").resolve())),
+        "report": dg.MetadataValue.path(str((evaluate_stage.evaluation_dir(cfg, paradigm) / "evaluation.json").resolve())),
     }
     if table1 is not None:
         meta["table1"] = dg.MetadataValue.path(str((Path(cfg.paths.reports) / "table1.md").resolve()))
@@ -132,7 +134,7 @@ def evaluation(context: dg.AssetExecutionContext, config: AlignConfig, params: P
 
 
 def _dpo_run_url(cfg, paradigm: str, strategy: str) -> str | None:
-    path = stage.aligned_dir(cfg, paradigm, strategy) / "summary.json"
+    path = dpo_stage.aligned_dir(cfg, paradigm, strategy) / "summary.json"
     return json.loads(path.read_text()).get("mlflow_url") if path.exists() else None
 
 
@@ -142,7 +144,7 @@ def aligned_not_significantly_worse(context: dg.AssetCheckExecutionContext, para
     cfg = params.load()
     worse, found = {}, 0
     for paradigm in _paradigms(context):
-        path = stage.evaluation_dir(cfg, paradigm) / "evaluation.json"
+        path = evaluate_stage.evaluation_dir(cfg, paradigm) / "evaluation.json"
         if path.exists():
             found += 1
             res = json.loads(path.read_text())

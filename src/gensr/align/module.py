@@ -1,4 +1,10 @@
-"""Lightning DPO: a Restorer policy trained against a frozen copy of itself.
+"""Lightning DPO: a Restorer policy trained against a frozen copy of itself (or, as the ablation's control,
+the SFT term alone).
+
+`objective="sft"` is the control the ablation compares DPO against (strategies sft_clean and
+sft_chosen): the same data, steps, optimizer and trainable parameters, and only the SFT term.
+It has no DPO term by construction: the step never calls `preference_score`, and no reference
+model is held.
 
 The reference is held in a plain list, not registered as a submodule, so it is neither in the
 checkpoint's state_dict nor in hparams (save_hyperparameters ignores both models).
@@ -54,8 +60,13 @@ class DPOModule(L.LightningModule):
         reference_mode: str,
         sft_target: str = "chosen",
         trainable: tuple[str, ...] | None = None,
+        objective: str = "dpo",
     ):
         super().__init__()
+        if objective not in ("dpo", "sft"):
+            raise ValueError(f"objective must be 'dpo' or 'sft', got {objective!r}")
+        if objective == "sft" and (reference is not None or sft_weight <= 0):
+            raise ValueError("objective 'sft' trains the SFT term alone: pass reference=None and sft_weight > 0")
         if reference_mode not in ("cached", "live"):
             raise ValueError(f"reference_mode must be 'cached' or 'live', got {reference_mode!r}")
         if sft_target not in ("chosen", "clean"):
@@ -64,8 +75,9 @@ class DPOModule(L.LightningModule):
         self.policy = policy
         if trainable is not None:
             freeze_except(policy, trainable)
-        reference.eval()
-        reference.requires_grad_(False)
+        if reference is not None:
+            reference.eval()
+            reference.requires_grad_(False)
         self._reference = [reference]  # hidden from nn.Module registration on purpose
 
     @property
@@ -84,6 +96,9 @@ class DPOModule(L.LightningModule):
     def _step(self, batch, seeds) -> tuple[torch.Tensor, dict]:
         deg, cho, rej = batch["degraded"], batch["chosen"], batch["rejected"]
         codes = (batch["chosen_codes"], batch["rejected_codes"]) if "chosen_codes" in batch else (None, None)
+        if self.hparams.objective == "sft":
+            nll = self._sft(batch, codes[0])
+            return self.hparams.sft_weight * nll.mean(), {"sft_loss": nll.detach().mean()}
         pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds, *codes)
         if self.hparams.reference_mode == "live":
             with torch.no_grad():

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
@@ -47,6 +46,7 @@ class DPOSettings:
     seed: int
     score_temperature: str = "model"  # model | sampling (AR/MGM)
     trainable: tuple[str, ...] | None = None  # parameter-name prefixes DPO may change; None = all
+    objective: str = "dpo"  # dpo | sft (the ablation's SFT-only controls: no preference score is ever computed)
 
     @property
     def reference_mode(self) -> str:
@@ -96,9 +96,11 @@ def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: D
     # the policy is in eval mode on purpose (no dropout in DPO); Lightning warns about it
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     L.seed_everything(settings.seed, workers=True, verbose=False)
-    module = DPOModule(policy, reference, paradigm=settings.paradigm, beta=settings.beta, lr=settings.lr,
-                       weight_decay=settings.weight_decay, sft_weight=settings.sft_weight, sft_target=settings.sft_target,
-                       reference_mode=settings.reference_mode, trainable=settings.trainable)
+    module = DPOModule(policy, reference if settings.objective == "dpo" else None, paradigm=settings.paradigm,
+                       beta=settings.beta, lr=settings.lr, weight_decay=settings.weight_decay,
+                       sft_weight=settings.sft_weight, sft_target=settings.sft_target,
+                       reference_mode=settings.reference_mode, trainable=settings.trainable,
+                       objective=settings.objective)
     loader = DataLoader(train, batch_size=settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size,
                         generator=torch.Generator().manual_seed(settings.seed))
     val = DataLoader(heldout, batch_size=settings.ref_batch_size) if len(heldout) else None
@@ -131,37 +133,41 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
                                   hop, with_clean=with_clean) for role in ("train", "heldout"))
     if len(train) == 0:
         raise ValueError(f"{pairs_path}: every pair is held out; lower pairs.heldout_fraction")
-    if settings.score_temperature == "sampling" and hasattr(policy, "score_temperature"):
+    dpo = settings.objective == "dpo"
+    if dpo and settings.score_temperature == "sampling" and hasattr(policy, "score_temperature"):
         policy.score_temperature = reference.score_temperature = float(policy.sampling["temperature"])
-    if settings.reference_mode == "cached":
+    if dpo and settings.reference_mode == "cached":
         key = {"base_sha256": file_sha256(base_checkpoint), "pairs_sha256": file_sha256(pairs_path),
                "segment_seconds": segment, "sample_rate": settings.sample_rate,
                "score_temperature": float(getattr(reference, "score_temperature", 1.0))}
         for part, data in (("train", train), ("heldout", heldout)):
             if len(data):
                 reference_cache(reference, data, settings, out_dir / f"reference_scores_{part}.parquet", key)
-    before = pair_accuracy(reference, reference, heldout, settings)
+    # the SFT-only control computes no preference score at all, not even as a diagnostic
+    before = pair_accuracy(reference, reference, heldout, settings) if dpo else {}
     logger = None
     if run is not None:
         from gensr.tracking import lightning_logger
 
         logger = lightning_logger(mlruns_dir, run)
-    if settings.score_draws is not None and hasattr(policy, "score_draws"):
+    draws = dpo and settings.score_draws is not None and hasattr(policy, "score_draws")
+    if draws:
         # fewer draws while training only; the held-out accuracy below uses the model's own setting
         own_draws = policy.score_draws
         policy.score_draws = reference.score_draws = settings.score_draws
     module = fit(policy, reference, train, heldout, settings, logger)
-    if settings.score_draws is not None and hasattr(policy, "score_draws"):
+    if draws:
         policy.score_draws = reference.score_draws = own_draws
     policy.eval()
-    after = pair_accuracy(policy, reference, heldout, settings)
+    after = pair_accuracy(policy, reference, heldout, settings) if dpo else {}
     train_diag = {k: float(v) for k, v in module.trainer_ref.callback_metrics.items() if k.startswith("train/")}
     module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt")
     policy.save(out_dir / "restorer.pt", extra={"aligned_from": str(base_checkpoint), "pairs": str(pairs_path),
                                                 "pairs_sha256": file_sha256(pairs_path),
                                                 "dpo": settings.__dict__})
     summary = {
-        "paradigm": settings.paradigm, "reference_mode": settings.reference_mode,
+        "paradigm": settings.paradigm, "objective": settings.objective,
+        "reference_mode": settings.reference_mode if dpo else None,
         "n_train_pairs": len(train), "n_heldout_pairs": len(heldout), "settings": settings.__dict__,
         "segment_seconds": segment,
         "trainable_params": sum(p.numel() for p in policy.trainable_parameters()),

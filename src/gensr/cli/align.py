@@ -1,4 +1,4 @@
-"""`gensr pairs`, `gensr pairs-export`, `gensr dpo`, `gensr evaluate`, `gensr evaluation-table` (dvc stages)."""
+"""`gensr pairs`, `pairs-export`, `dpo`, `evaluate-base`, `evaluate`, `evaluation-table`, `ablation`, `ablation-summary`."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def pairs_command(
 ) -> None:
     """Build (chosen, rejected) pairs from the scored candidates of one paradigm."""
     from gensr.preference.stats import stats_markdown
-    from gensr.stages.align import build_pairs
+    from gensr.stages.pairs import build_pairs
 
     cfg = load(params, set_)
     try:
@@ -47,7 +47,7 @@ def pairs_export_command(
     set_: Optional[list[str]] = SetOption,
 ) -> None:
     """Export a pair table as a publishable dataset folder."""
-    from gensr.stages.align import export_pairs
+    from gensr.stages.pairs import export_pairs
 
     cfg = load(params, set_)
     try:
@@ -65,7 +65,7 @@ def dpo_command(
     set_: Optional[list[str]] = SetOption,
 ) -> None:
     """Align the base restorer with DPO (Lightning, tracked in MLflow)."""
-    from gensr.stages.align import train_dpo
+    from gensr.stages.dpo import train_dpo
 
     cfg = load(params, set_)
     try:
@@ -85,12 +85,12 @@ def evaluate_command(
     split: str = typer.Option(
         "test", "--split",
         help="test (the report); for tuning (reports/evaluation_<split>): valid, or dev = valid + the pref clips "
-             "whose pairs DPO holds out."),
+             "whose pairs DPO holds out; confirm = the confirmation set (final report only, never for tuning)."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
-    """Base vs aligned on the held-out test split: paired-bootstrap CIs, win rate."""
-    from gensr.stages.align import evaluate_paradigm
+    """Base vs aligned on a held-out split: paired-bootstrap CIs, win rate, the pre-registered verdict."""
+    from gensr.stages.evaluate import evaluate_paradigm
 
     cfg = load(params, set_)
     try:
@@ -103,7 +103,7 @@ def evaluate_command(
 @app.command("evaluation-table")
 def evaluation_table_command(params: Path = ParamsOption, set_: Optional[list[str]] = SetOption) -> None:
     """Merge per-paradigm evaluations into reports/evaluation.json and the Table-1 markdown/CSV."""
-    from gensr.stages.align import evaluation_table
+    from gensr.stages.evaluate import evaluation_table
 
     cfg = load(params, set_)
     try:
@@ -111,3 +111,60 @@ def evaluation_table_command(params: Path = ParamsOption, set_: Optional[list[st
     except (FileNotFoundError, KeyError, ValueError) as err:
         _fail(err)
     typer.echo(res["markdown"])
+
+
+@app.command("evaluate-base")
+def evaluate_base_command(
+    paradigm: str = ParadigmOption,
+    split: Optional[list[str]] = typer.Option(
+        None, "--split", help="Splits (repeatable); default: test, plus ablation.splits for ablation paradigms."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Restore and score the base restorer once per split (reports/base/<paradigm>/<split>), for every comparison."""
+    from gensr.stages.evaluate import evaluate_base
+
+    cfg = load(params, set_)
+    splits = split or (["test"] + [s for s in cfg.ablation.splits if s != "test" and paradigm in cfg.ablation.paradigms])
+    try:
+        out = evaluate_base(cfg, paradigm, splits)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        _fail(err)
+    for s, info in out.items():
+        typer.echo(f"base {paradigm} on {s}: {info['n_clips']} clips -> {info['path']}")
+
+
+@app.command("ablation")
+def ablation_command(
+    paradigm: str = ParadigmOption,
+    strategy: str = typer.Option(..., "--strategy", help="One of ablation.strategies, e.g. multi, sft_clean, "
+                                 "single:pesq_wb."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Train one ablation strategy with the shared budget and evaluate it on ablation.splits (a nested MLflow run)."""
+    from gensr.stages.ablation import run_strategy
+
+    cfg = load(params, set_)
+    try:
+        s = run_strategy(cfg, paradigm, strategy)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        _fail(err)
+    for split, r in s["evaluation"].items():
+        v = r["verdict"]
+        typer.echo(f"{paradigm} {strategy} on {split} ({r['n_clips']} clips): improves {'yes' if r['target_met'] else 'no'}"
+                   f" (dims better {v['dimensions_better'] or '-'}, worse {v['dimensions_worse'] or '-'}, "
+                   f"metrics worse {v['metrics_worse'] or '-'})")
+
+
+@app.command("ablation-summary")
+def ablation_summary_command(params: Path = ParamsOption, set_: Optional[list[str]] = SetOption) -> None:
+    """The ablation's tables, verdicts and figure (reports/ablation.*), logged to the MLflow parent run."""
+    from gensr.stages.ablation import summarize_ablation
+
+    cfg = load(params, set_)
+    try:
+        s = summarize_ablation(cfg)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        _fail(err)
+    typer.echo(s["markdown"])

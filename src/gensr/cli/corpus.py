@@ -64,3 +64,24 @@ def ingest_command(
     )
     for reason, count in summary["quarantine_reasons"].items():
         typer.echo(f"  {reason:<16} {count}")
+
+
+@app.command("confirm-corpus")
+def confirm_corpus_command(
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Build the confirmation set (data/confirm): new sentences, confirm.seed, degraded like the corpus.
+
+    Only `gensr evaluate --split confirm` and the ablation report read it; no tuning run may.
+    """
+    from gensr.stages.confirm import build_confirm_set
+
+    cfg = load(params, set_)
+    try:
+        summary = build_confirm_set(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{summary['n_utterances']} utterances ({summary['hours']:.3f} h, {summary['n_speakers']} speakers), "
+               f"{summary['n_degraded']} degraded clips into {summary['path']}; {summary['seconds']:.1f} s")

@@ -63,6 +63,6 @@ def restore_command(paradigm: str = typer.Option(..., "--paradigm", help=PARADIG
                     max_clips: Optional[int] = typer.Option(None),
                     params: Path = ParamsOption, set_: Optional[list[str]] = SetOption) -> None:
     """Restore every clip of a split once (seeded per clip) with any restorer checkpoint."""
-    from gensr.stages.sample import restore_split
+    from gensr.sampling.restore import restore_split
 
     typer.echo(str(restore_split(load(params, set_), _check_paradigm(paradigm), checkpoint, split, out, max_clips)))

@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
+from gensr.config.ablation import AblationParams
 from gensr.config.align import DPOParams, EvaluateParams, PairsParams
 from gensr.config.base import Block
+from gensr.config.confirm import ConfirmParams
 from gensr.config.corpus import CorpusParams, IngestParams
 from gensr.config.degrade import DegradeParams
 from gensr.config.metrics import MetricsParams
 from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
+from gensr.config.singing import SingingParams
+from gensr.config.voicefixer import VoicefixerParams
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -42,6 +46,16 @@ class Params(Block):
     pairs: PairsParams
     dpo: DPOParams
     evaluate: EvaluateParams
+    confirm: ConfirmParams
+    ablation: AblationParams
+    singing: SingingParams | None = None  # optional, so params dumped before the block existed still load
+    voicefixer: VoicefixerParams | None = None  # optional, as singing
+
+    @model_validator(mode="after")
+    def _own_seeds(self):
+        if self.singing is not None and self.singing.seed == self.seed:
+            raise ValueError(f"singing.seed must differ from seed ({self.seed}): the singing corpus needs draws of its own")
+        return self
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:

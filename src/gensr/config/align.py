@@ -105,7 +105,7 @@ class DPOParams(Block):
 
 
 class EvaluateParams(Block):
-    """Held-out evaluation of base vs aligned on the test split."""
+    """Held-out evaluation of base vs aligned (test, or dev/valid for tuning, or the confirmation set)."""
 
     paradigms: list[Literal["ar", "mgm", "fm"]] = Field(min_length=1, description="Rows of the Table-1 report.")
     strategy: str = Field(description="Which aligned checkpoint (pair strategy) is evaluated against base.")
@@ -115,6 +115,9 @@ class EvaluateParams(Block):
     samples_per_clip: int = Field(
         ge=1, description="Seeded restorations per test clip (the same seeds for base and aligned); every metric is "
         "averaged over them per clip before the paired bootstrap, so the CIs measure the models, not one draw.")
+    min_dimensions: int = Field(
+        ge=1, le=4, description="Dimensions that must be significantly better (Holm) for the pre-registered "
+        "'improves' verdict (gensr.evaluate.verdicts); false-positive rate <= 1 - confidence.")
 
     @field_validator("strategy")
     @classmethod

@@ -32,6 +32,9 @@ from gensr.config.corpus import SplitParams
 
 SPLITS = ("train", "pref", "valid", "test")
 DEV = "dev"
+# Not a split of this corpus: a confirmation set of new sentences with its own seed (`gensr confirm-corpus`,
+# data/confirm), read only by the final evaluation and report, never by a tuning run.
+CONFIRM = "confirm"
 
 
 def _order_key(seed: int, utt_id: str) -> str:

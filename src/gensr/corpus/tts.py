@@ -117,7 +117,8 @@ def render_utterance(text: str, voice: str, params: CorpusParams, sample_rate: i
     return trim_and_normalize(audio, sample_rate, params)
 
 
-def _synthesize_corpus_here(params: CorpusParams, seed: int, sample_rate: int, corpus_dir: Path) -> list[dict]:
+def _synthesize_corpus_here(params: CorpusParams, seed: int, sample_rate: int, corpus_dir: Path,
+                            exclude_texts: frozenset[str] = frozenset(), id_prefix: str = "") -> list[dict]:
     from tqdm import tqdm
 
     voices = list(params.voices)
@@ -128,7 +129,7 @@ def _synthesize_corpus_here(params: CorpusParams, seed: int, sample_rate: int, c
     seed_rand = getattr(engine._lib, "espeak_ng_SetRandSeed", None)
     if seed_rand is not None:  # espeak's own noise generator (klatt voices); present since 1.51
         seed_rand(ctypes.c_long(seed % 2**31))
-    rows, used_texts = [], set()
+    rows, used_texts = [], set(exclude_texts)
     for index in tqdm(range(params.n_utterances), desc="synthesizing corpus", unit="utt"):
         voice, speaker = voices[index % len(voices)], speakers[index % len(voices)]
         for attempt in range(_MAX_ATTEMPTS):
@@ -146,7 +147,7 @@ def _synthesize_corpus_here(params: CorpusParams, seed: int, sample_rate: int, c
                 "widen those bounds or change corpus.words_per_minute in params.yaml"
             )
         used_texts.add(text)
-        utt_id = f"{speaker}-{index:05d}"
+        utt_id = f"{id_prefix}{speaker}-{index:05d}"
         rel_path = f"wav/{utt_id}.wav"
         write_wav_if_changed(corpus_dir / rel_path, audio, sample_rate)
         rows.append(
@@ -156,14 +157,18 @@ def _synthesize_corpus_here(params: CorpusParams, seed: int, sample_rate: int, c
     return rows
 
 
-def synthesize_corpus(params: CorpusParams, seed: int, sample_rate: int, corpus_dir: str | Path) -> list[dict]:
+def synthesize_corpus(params: CorpusParams, seed: int, sample_rate: int, corpus_dir: str | Path,
+                      exclude_texts=frozenset(), id_prefix: str = "") -> list[dict]:
     """Synthesise `params.n_utterances` utterances as <corpus_dir>/wav/<utt_id>.wav.
 
     Utterance i is spoken by voice i mod len(voices), so every voice gets an equal share. Its
     sentence is drawn from (seed, i, attempt) and re-drawn while the trimmed audio falls outside
-    [min_seconds, max_seconds] or repeats an earlier sentence. Returns one manifest row per
-    utterance (no split yet). Runs in a fresh process; see the module docstring.
+    [min_seconds, max_seconds] or repeats an earlier sentence or one of `exclude_texts` (the
+    confirmation set excludes every sentence of the main corpus). Utterance ids are
+    `<id_prefix><speaker>-<i>`. Returns one manifest row per utterance (no split yet). Runs in
+    a fresh process; see the module docstring.
     """
     corpus_dir = Path(corpus_dir)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_synthesize_corpus_here, params, seed, sample_rate, corpus_dir).result()
+        return pool.submit(_synthesize_corpus_here, params, seed, sample_rate, corpus_dir,
+                           frozenset(exclude_texts), id_prefix).result()

@@ -18,7 +18,9 @@ import pandas as pd
 import pyarrow as pa
 
 from gensr.config import Params
-from gensr.stages.sample import base_checkpoint, degraded_manifest, restore_split
+from gensr.evaluate.bootstrap import paired_bootstrap
+from gensr.layout import base_checkpoint, degraded_manifest
+from gensr.sampling.restore import relative_path, restore_split, split_rows
 from gensr.storage import file_sha256, write_json, write_parquet
 
 HEADLINE_METRICS = ("dnsmos_ovrl", "pesq_wb")
@@ -38,16 +40,6 @@ def degraded_test_scores(params: Params) -> Path:
 
 
 # --- scoring ----------------------------------------------------------------------------------------
-def paired_bootstrap(diff: np.ndarray, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
-    """Percentile CI of the mean of per-clip differences (NaN clips dropped)."""
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, diff.size, size=(n_boot, diff.size))
-    boot = diff[idx].mean(1)
-    return float(np.quantile(boot, (1 - confidence) / 2)), float(np.quantile(boot, 1 - (1 - confidence) / 2))
-
-
 def score_wide(params: Params, manifest: Path, out: Path) -> pd.DataFrame:
     from gensr.metrics import to_wide
     from gensr.metrics.suite import score_manifest
@@ -69,10 +61,10 @@ def compare_to_degraded(params: Params, restored: pd.DataFrame, degraded: pd.Dat
     for metric in sorted(set(restored.columns) & set(degraded.columns)):
         r = restored.loc[common, metric].to_numpy(float)
         d = degraded.loc[common, metric].to_numpy(float)
-        lo, hi = paired_bootstrap(r - d, params.evaluate.n_bootstrap, params.evaluate.confidence, params.seed)
+        ci = paired_bootstrap(r - d, params.evaluate.n_bootstrap, params.evaluate.confidence, params.seed)
         out[metric] = {"degraded": float(np.nanmean(d)), "restored": float(np.nanmean(r)),
-                       "diff": float(np.nanmean(r - d)), "ci_low": lo, "ci_high": hi,
-                       "n": int(np.isfinite(r - d).sum())}
+                       "diff": float(ci.mean), "ci_low": float(ci.ci_low), "ci_high": float(ci.ci_high),
+                       "n": int(ci.n)}
     return out
 
 
@@ -89,8 +81,6 @@ def _write_ceiling(params: Params, codec, out_dir: Path, phase: str, max_clips: 
     import torch
 
     from gensr.audio.io import read_wav, write_wav
-    from gensr.stages.sample import _rel, split_rows
-
     deg_root, rows = split_rows(params, "test")
     rows = sorted(rows, key=lambda r: r["deg_id"])[:max_clips]
     records = []
@@ -102,7 +92,7 @@ def _write_ceiling(params: Params, codec, out_dir: Path, phase: str, max_clips: 
                                   torch.from_numpy(phase_from)[None])[0].numpy()
         write_wav(out_dir / "wav" / f"{r['deg_id']}.wav", wave, params.audio.sample_rate)
         records.append({"deg_id": r["deg_id"], "path": f"wav/{r['deg_id']}.wav",
-                        "clean_path": _rel(deg_root / r["clean_path"], out_dir), "text": r["text"]})
+                        "clean_path": relative_path(deg_root / r["clean_path"], out_dir), "text": r["text"]})
     return write_parquet(pa.Table.from_pylist(records), out_dir / "manifest.parquet")
 
 

@@ -1,0 +1,1 @@
+"""Seeded restoration of degraded clips: candidates for pairs and restorations for evaluation."""
