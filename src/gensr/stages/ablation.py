@@ -34,7 +34,7 @@ from gensr.config.ablation import SFT_STRATEGIES
 from gensr.layout import base_checkpoint
 from gensr.preference.pairs import strategy_slug
 from gensr.stages.dpo import dpo_settings, train_dpo
-from gensr.stages.evaluate import base_dir, compare_checkpoint
+from gensr.stages.evaluate import compare_checkpoint
 from gensr.stages.pairs import _need, _write_text
 from gensr.storage import file_sha256, write_json
 
@@ -160,11 +160,10 @@ def log_evaluation(params: Params, run_id: str, split: str, res: dict) -> None:
 
 
 # --- summary --------------------------------------------------------------------------------
-def _per_clip(params: Params, paradigm: str, strategy: str | None, split: str) -> pd.DataFrame:
-    path = (base_dir(params, paradigm, split) if strategy is None
-            else report_dir(params, paradigm, strategy, split) / "restored") / "per_clip.parquet"
+def _per_clip(params: Params, paradigm: str, strategy: str, split: str) -> pd.DataFrame:
+    path = report_dir(params, paradigm, strategy, split) / "restored" / "per_clip.parquet"
     return pd.read_parquet(_need(path, "per-clip scores", f"run `gensr ablation --paradigm {paradigm} --strategy "
-                                 f"{strategy}`" if strategy else f"run `gensr evaluate-base --paradigm {paradigm}`"))
+                                 f"{strategy}`"))
 
 
 def summarize_ablation(params: Params, *, track: bool = True) -> dict:
