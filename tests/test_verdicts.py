@@ -124,3 +124,27 @@ def test_paired_bootstrap_p_value_matches_its_ci_and_keeps_nan_out():
     assert r.n == 195 and r.mean == pytest.approx(np.nanmean(diff))
     assert (r.ci_low > 0) == (r.p_value < 0.05)
     assert np.isnan(paired_bootstrap(np.full(10, np.nan), 200, 0.95, 0).mean)
+
+
+def test_ablation_tables_put_splits_side_by_side_and_mark_hacking():
+    from gensr.evaluate.ablation import ablation_verdicts, table_markdown
+
+    results, verdicts = {}, {}
+    for k, split in enumerate(("test", "confirm")):
+        base, multi = _tables({"dnsmos_ovrl": 0.1}, seed=10 + k)
+        rng = np.random.default_rng(20 + k)
+        single = base.copy()  # the same clips and base, another strategy
+        for m, shift in (("pesq_wb", 0.2), ("dnsmos_ovrl", -0.2), ("estoi", 0.2)):
+            single[m] = base[m] + shift + rng.normal(0, 0.1, N)
+        res = {"multi": _compare(base, multi), "single:pesq_wb": _compare(base, single)}
+        for r in res.values():
+            r["n_clips"] = N
+        results[("ar", split)] = res
+        verdicts[("ar", split)] = ablation_verdicts(res, {"multi": multi, "single:pesq_wb": single}, 0.05, 300,
+                                                    0.95, 0)
+    md = table_markdown(results, verdicts, 0.95)
+    assert "### ar, test" in md and "### ar, confirm" in md and "test / confirm side by side" in md
+    row = next(line for line in md.splitlines() if line.startswith("| single:pesq_wb |") and " / " in line)
+    assert row.count("!") >= 2  # OVRL worse on both splits
+    assert verdicts[("ar", "test")]["hacking"]["single:pesq_wb"]["hacking"]
+    assert verdicts[("ar", "test")]["head_to_head"]["multi_vs_single:pesq_wb"]["winner"] is None  # a trade-off

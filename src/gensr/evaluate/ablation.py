@@ -101,6 +101,7 @@ def table_markdown(results: dict, verdicts: dict, confidence: float) -> str:
                 lines.append(f"| {h['strategy']} vs {h['other']} | {', '.join(h['dimensions_better']) or '-'} | "
                              f"{', '.join(h['dimensions_worse']) or '-'} | **{h['winner'] or 'neither'}** | {dims} |")
             lines.append("")
+    lines.append(side_by_side_markdown(results))
     rules = next(iter(verdicts.values()))
     lines += ["Verdict rules (pre-registered, gensr.evaluate.verdicts):", ""]
     if rules["improves"]:
@@ -110,6 +111,31 @@ def table_markdown(results: dict, verdicts: dict, confidence: float) -> str:
     if rules["head_to_head"]:
         lines.append(f"- head to head: {next(iter(rules['head_to_head'].values()))['rule']}")
     return "\n".join(lines) + "\n"
+
+
+def side_by_side_markdown(results: dict) -> str:
+    """Per paradigm: one row per strategy, each metric's change vs base on every split next to each other."""
+    lines = []
+    for paradigm in dict.fromkeys(p for p, _ in results):
+        splits = [s for p, s in results if p == paradigm]
+        if len(splits) < 2:
+            continue
+        first = results[(paradigm, splits[0])]
+        infos = _infos(next(iter(first.values())))
+        lines += [f"### {paradigm}: change vs base, {' / '.join(splits)} side by side", ""]
+        head = ["strategy"] + [f"{m.name} {'↑' if m.higher_is_better else '↓'}" for m in infos]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for strategy in first:
+            cells = []
+            for m in infos:
+                vals = []
+                for split in splits:
+                    v = results[(paradigm, split)][strategy]["metrics"][m.name]
+                    vals.append("nan" if not math.isfinite(v["diff"]) else f"{v['diff']:+.3f}{FLAGS[v['significant']]}")
+                cells.append(" / ".join(vals))
+            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def ablation_figure(results: dict, verdicts: dict, path: Path) -> Path:
