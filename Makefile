@@ -56,8 +56,24 @@ bench: $(STAMP)  ## make bench BENCH="metrics sampling dpo"
 dagster: $(STAMP)
 	$(BIN)/dagster dev -h 127.0.0.1
 
+# The UI opens experiments in the model-training view only with ?workflowType=machine_learning (MLflow 3
+# defaults to its GenAI view): once the server answers, print that link to the ablation's experiment.
+# GENSR_MLFLOW_PORT moves it (the links in summaries and Dagster metadata follow the same variable).
+GENSR_MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1
+	@$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 \
+	  --port $(GENSR_MLFLOW_PORT) & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' INT TERM; \
+	for _ in $$(seq 120); do \
+	  $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(GENSR_MLFLOW_PORT)/health', timeout=1)" \
+	    2>/dev/null && break; \
+	  kill -0 $$pid 2>/dev/null || break; sleep 1; \
+	done; \
+	if kill -0 $$pid 2>/dev/null; then \
+	  echo; echo "MLflow UI (model-training view): $$(GENSR_MLFLOW_PORT=$(GENSR_MLFLOW_PORT) $(BIN)/python -m gensr.tracking url ablation 2>/dev/null)"; \
+	  echo "all experiments: $$(GENSR_MLFLOW_PORT=$(GENSR_MLFLOW_PORT) $(BIN)/python -m gensr.tracking url 2>/dev/null)"; echo; \
+	fi; \
+	wait $$pid
 
 clean-venv:
 	rm -rf $(VENV)

@@ -20,15 +20,15 @@ class ParamsResource(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """MLflow store location and the UI's address; runs are tagged with the Dagster run id."""
+    """MLflow store location and the UI's port; runs are tagged with the Dagster run id."""
 
     mlruns_dir: str = "mlruns"
-    ui_port: int = 5000  # `make mlflow-ui` serves on this port
+    ui_port: int | None = None  # null = $GENSR_MLFLOW_PORT, else 5000 (what `make mlflow-ui` serves on)
 
     def run_url(self, run_id: str, experiment: str) -> str:
         """Link to a run in the model-training view of the MLflow UI."""
-        from gensr.tracking import configure
+        from gensr.tracking import configure, ui_url
 
         exp = configure(self.mlruns_dir).get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else "0"
-        return f"http://127.0.0.1:{self.ui_port}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+        return ui_url(exp.experiment_id if exp is not None else None, run_id if exp is not None else None,
+                      port=self.ui_port)

@@ -23,6 +23,12 @@ EXPECTED_ASSETS = {
     "base_evaluation": {"base_checkpoints", "confirm_set", "degraded_corpus"},
     "ablation": {"preference_pairs", "base_evaluation"},
     "ablation_summary": {"ablation"},
+    "demo_page": {"evaluation", "ablation_summary"},
+    "singing_corpus": set(),
+    "singing_pseudo_labels": {"singing_corpus", "aligned_checkpoints", "base_checkpoints"},
+    "initial_voicefixer": {"degraded_corpus"},
+    "finetuned_voicefixer": {"initial_voicefixer", "singing_pseudo_labels"},
+    "singing_evaluation": {"finetuned_voicefixer", "initial_voicefixer", "singing_corpus", "aligned_checkpoints"},
 }
 PARTITIONED = {"base_checkpoints", "candidate_samples", "metric_tables", "preference_pairs",
                "aligned_checkpoints", "evaluation", "base_evaluation"}
@@ -71,7 +77,8 @@ def test_dvc_stages_cover_the_pipeline_and_call_the_cli():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     expected = {"corpus", "degrade", "score_inputs", "train_codec", "train_base", "sample",
                 "score_candidates", "pairs", "dpo", "evaluate", "evaluation_table", "confirm_corpus",
-                "evaluate_base", "ablation", "ablation_summary"}
+                "evaluate_base", "ablation", "ablation_summary", "singing_corpus", "singing_labels",
+                "initial_voicefixer", "finetuned_voicefixer", "singing_evaluation"}
     assert expected <= set(stages)
     assert set(stages["ablation"]["matrix"]) == {"paradigm", "strategy"}
     for name, stage in stages.items():

@@ -15,11 +15,36 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 EXPERIMENTS = {
+    "codec": "gensr-codec",
     "sft": "gensr-sft",
     "dpo": "gensr-dpo",
     "ablation": "gensr-ablation",
     "voicefixer": "gensr-voicefixer",
 }
+# Shown on each experiment's page in the UI (the `mlflow.note.content` tag): written when the experiment is
+# created, and added to an older one that has none (a description edited in the UI is kept).
+EXPERIMENT_DESCRIPTIONS = {
+    "gensr-codec": "The spectral RVQ codec that the AR and MGM restorers predict tokens of: one run per `gensr "
+                   "train-codec`, with its training curves and its ceiling (clean codes decoded, scored against the "
+                   "degraded inputs on the test split).",
+    "gensr-sft": "The base restorers, one run per paradigm (ar, mgm, fm) and `gensr train-base`: supervised training "
+                 "on (degraded, clean) pairs, with loss curves, audio examples and spectrograms. Every DPO run starts "
+                 "from one of them.",
+    "gensr-dpo": "DPO alignment of a base restorer on multi-metric (unanimous) preference pairs, one run per paradigm "
+                 "x strategy: DPO diagnostics (rewards/chosen, rewards/margins, rewards/accuracies), held-out pair "
+                 "metrics, and the final test evaluation against the base (eval/<metric>/diff with CIs).",
+    "gensr-ablation": "The ablation: one parent run per ablation (its budget, table, figure and verdict tags) with "
+                      "one nested child per paradigm x strategy (multi, single-metric, SFT-only controls), all "
+                      "trained with the same budget; every child logs the whole suite under the same keys "
+                      "(<split>/<metric>/diff), so Compare lines the strategies up.",
+    "gensr-voicefixer": "The singing application: the initial Voicefixer trained on speech, then fine-tuned on "
+                        "pseudo-clean singing labels made by the aligned restorer.",
+}
+NOTE_TAG = "mlflow.note.content"
+# MLflow 3 opens experiments in its GenAI view (traces, judges) unless told they are model training.
+KIND_TAG, KIND_MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+PORT_ENV, DEFAULT_PORT = "GENSR_MLFLOW_PORT", 5000
+ML_VIEW = "workflowType=machine_learning"
 TAG_GIT_SHA = "gensr.git_sha"
 TAG_DATA_HASH = "gensr.data_hash"
 TAG_DAGSTER_RUN = "gensr.dagster_run_id"
@@ -94,14 +119,28 @@ def configure(mlruns_dir: str | Path):
     return mlflow
 
 
+def experiment_tags(name: str) -> dict[str, str]:
+    """Tags every project experiment carries: its description and the model-training kind."""
+    tags = {KIND_TAG: KIND_MODEL_TRAINING}
+    if name in EXPERIMENT_DESCRIPTIONS:
+        tags[NOTE_TAG] = EXPERIMENT_DESCRIPTIONS[name]
+    return tags
+
+
 def get_or_create_experiment(mlruns_dir: str | Path, kind: str) -> str:
+    """The experiment of `kind` (created with its tags); an older one missing a tag gets it."""
     mlflow = configure(mlruns_dir)
     name = EXPERIMENTS.get(kind, kind)
+    tags = experiment_tags(name)
     with _store_lock(mlruns_dir):
         exp = mlflow.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return mlflow.create_experiment(name, artifact_location=f"{artifact_root(mlruns_dir)}/{name}")
+        if exp is None:
+            return mlflow.create_experiment(name, artifact_location=f"{artifact_root(mlruns_dir)}/{name}", tags=tags)
+        client = mlflow.tracking.MlflowClient()
+        for key, value in tags.items():
+            if key not in exp.tags:  # never overwrite a description a user edited in the UI
+                client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
 
 @contextlib.contextmanager
@@ -146,9 +185,39 @@ def flatten(tree: Mapping, prefix: str = "") -> dict:
     return out
 
 
+def ui_port() -> int:
+    """The port `make mlflow-ui` serves on: $GENSR_MLFLOW_PORT, else 5000."""
+    raw = os.environ.get(PORT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{PORT_ENV}={raw!r} is not a TCP port (1-65535)")
+    return int(raw)
+
+
+def ui_url(experiment_id: str | None = None, run_id: str | None = None, port: int | None = None) -> str:
+    """A link into the MLflow UI's model-training view: the experiment list, an experiment, or a run."""
+    base = f"http://127.0.0.1:{port or ui_port()}/#/experiments"
+    if experiment_id is None:
+        return f"{base}?{ML_VIEW}"
+    path = f"{base}/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{path}?{ML_VIEW}"
+
+
 def run_url(mlruns_dir: str | Path, run) -> str:
-    """Link shown in Dagster metadata; resolves when `make mlflow-ui` is running."""
-    return f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    """Link shown in Dagster metadata and summaries; resolves when `make mlflow-ui` is running."""
+    return ui_url(run.info.experiment_id, run.info.run_id)
+
+
+def experiment_url(mlruns_dir: str | Path, kind: str) -> str:
+    """The model-training view of the experiment of `kind`, or of the experiment list when it does not exist yet.
+
+    Read-only: a missing store is not created."""
+    name = EXPERIMENTS.get(kind, kind)
+    if not (Path(mlruns_dir) / "mlflow.db").is_file():
+        return ui_url()
+    exp = configure(mlruns_dir).get_experiment_by_name(name)
+    return ui_url(exp.experiment_id) if exp is not None else ui_url()
 
 
 def lightning_logger(mlruns_dir: str | Path, run):
@@ -166,3 +235,20 @@ def lightning_logger(mlruns_dir: str | Path, run):
 def _experiment_name(mlruns_dir, run) -> str:
     mlflow = configure(mlruns_dir)
     return mlflow.get_experiment(run.info.experiment_id).name
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """`python -m gensr.tracking url [kind] [--mlruns DIR]`: print a model-training-view URL (make mlflow-ui)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gensr.tracking")
+    sub = parser.add_subparsers(dest="command", required=True)
+    url = sub.add_parser("url", help="print the UI link of an experiment (model-training view)")
+    url.add_argument("kind", nargs="?", default=None, help=f"one of {sorted(EXPERIMENTS)}; none = the list")
+    url.add_argument("--mlruns", default="mlruns")
+    args = parser.parse_args(argv)
+    print(experiment_url(args.mlruns, args.kind) if args.kind else ui_url())
+
+
+if __name__ == "__main__":
+    _main()

@@ -22,6 +22,8 @@ from gensr.config.degrade import DegradeParams
 from gensr.config.metrics import MetricsParams
 from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
+from gensr.config.pseudo import PseudoLabelParams, SingingEvalParams
+from gensr.config.report import ReportParams
 from gensr.config.singing import SingingParams
 from gensr.config.voicefixer import VoicefixerParams
 
@@ -50,6 +52,9 @@ class Params(Block):
     ablation: AblationParams
     singing: SingingParams | None = None  # optional, so params dumped before the block existed still load
     voicefixer: VoicefixerParams | None = None  # optional, as singing
+    pseudo_labels: PseudoLabelParams | None = None  # optional, as singing
+    singing_eval: SingingEvalParams | None = None  # optional, as singing
+    report: ReportParams | None = None  # optional, as singing (the demo page says which block is missing)
 
     @model_validator(mode="after")
     def _own_seeds(self):

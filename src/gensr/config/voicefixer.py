@@ -104,6 +104,8 @@ class VoicefixerParams(Block):
     train: VoicefixerTrain = Field(description="The initial Voicefixer on (degraded, clean) speech of the corpus.")
     finetune: VoicefixerTrain = Field(description="Fine-tuning on (degraded singing, pseudo-label) pairs.")
     restore_batch: int = Field(ge=1, description="Clips per batched restore call (sorted by length, zero-padded).")
+    log_examples: int = Field(ge=0, description="Audio examples (WAVs + spectrograms) logged to each training run's "
+                              "MLflow run.")
     official_analysis_ckpt: str | None = Field(description="Path of the official vf.ckpt (analysis module), or "
                                                "null. Loading it selects the official 44.1 kHz sizes.")
     official_vocoder_ckpt: str | None = Field(description="Path of the official model.ckpt-1490000_trimed.pt "
