@@ -45,6 +45,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/dvc repro
+	@echo ""
+	@echo "demo page:   $(CURDIR)/reports/demo/index.html (opens from disk)"
+	@echo "ablation:    $(CURDIR)/reports/ablation.md and reports/ablation.png"
+	@echo "MLflow UI:   make mlflow-ui"
+	@echo "Dagster UI:  make dagster   (http://127.0.0.1:3000)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
