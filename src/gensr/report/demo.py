@@ -130,8 +130,9 @@ def _intro(inputs: DemoInputs) -> str:
     return ("<p class=\"lead\">Generative speech restorers (autoregressive, masked generative and flow-matching token "
             "models) post-trained with DPO on preference pairs whose chosen restoration beats the rejected one on "
             "<em>every</em> metric: perceptual quality (DNSMOS), signal fidelity (PESQ, ESTOI, SI-SDR, mel distance), "
-            "content (WER/CER) and timbre (speaker similarity). Unanimity is what keeps the alignment from hacking "
-            f"a single metric. <em>Aligned</em> below is the <code>{h.esc(inputs.strategy)}</code> strategy.</p>")
+            "content (WER/CER) and timbre (speaker similarity). Unanimity is meant to keep the alignment from hacking "
+            "a single metric; the ablation below tests that, and whether DPO adds anything over SFT alone. "
+            f"<em>Aligned</em> below is the <code>{h.esc(inputs.strategy)}</code> strategy.</p>")
 
 
 # --- samples ----------------------------------------------------------------------------------
