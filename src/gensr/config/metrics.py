@@ -78,8 +78,13 @@ class SpeakerParams(Block):
 
 class MetricsParams(Block):
     names: list[str] = Field(min_length=1, description="Metrics to compute, from gensr.metrics.registry.METRIC_NAMES.")
-    min_seconds: float = Field(gt=0, description="Shorter candidates get NaN for every metric.")
-    silence_dbfs: float = Field(lt=0, description="Candidates whose peak is below this get NaN for every metric.")
+    min_seconds: float = Field(gt=0, description="Shorter candidates get NaN for every metric (shorter references: "
+                               "NaN for the reference metrics).")
+    silence_dbfs: float = Field(lt=0, description="Candidates whose peak is below this get NaN for every metric (references: NaN "
+                                "for the reference metrics).")
+    max_length_diff_s: float = Field(
+        ge=0, description="Largest |candidate - reference| duration (s) the reference metrics accept; beyond it they "
+        "are NaN with the reason (they would trim both to the shorter one and score a part of the candidate).")
     workers: int = Field(ge=1, description="Worker processes; each loads the models once.")
     shard_size: int = Field(gt=0, description="Clips per resumable shard.")
     max_nan_rate: float = Field(ge=0, le=1, description="Asset check: highest tolerated NaN fraction per metric.")
