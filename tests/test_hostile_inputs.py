@@ -5,23 +5,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import soundfile as sf
 
 from conftest import PARAMS, ROOT
 
 
-def gensr(*args, cwd=None) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess: exit code and stderr exactly as a user sees them."""
-    return subprocess.run([sys.executable, "-c", "from gensr.cli import main; main()", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=300)
+def gensr(*args):
+    """The CLI in-process, as a user calls it: exit code, stdout and stderr apart, and any uncaught exception."""
+    from typer.testing import CliRunner
+
+    from gensr.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def assert_refused(result: subprocess.CompletedProcess, *names: str) -> None:
-    """Exit 2, one line on stderr naming every one of `names`, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stdout[-500:], result.stderr[-2000:])
+def assert_refused(result, *names: str) -> None:
+    """Exit 2, one line on stderr naming every one of `names`, no traceback (no exception but the exit)."""
+    assert result.exit_code == 2, (result.exit_code, result.output[-2000:], result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
     for name in names:
         assert name in lines[0], (name, lines[0])
 
@@ -118,7 +126,111 @@ def test_cli_refuses_hostile_params_with_exit_2_and_one_line(tmp_path, args, nam
     assert_refused(gensr("params", "-p", PARAMS, *args), *names)
 
 
-def test_cli_refuses_a_binary_params_file_with_exit_2_and_one_line(tmp_path):
+def test_cli_refuses_a_binary_params_file_with_exit_2_and_one_line_in_a_real_process(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
-    assert_refused(gensr("params", "-p", path), str(path))
+    result = subprocess.run([sys.executable, "-c", "from gensr.cli import main; main()", "params", "-p", str(path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {path}: not a YAML params file (not UTF-8 text: byte 0x89 "
+                                                  "at offset 0)"]
+
+
+# --- 3. references: matched by relative path, and checked --------------------------------------------------------
+SR = 16000
+FAST_METRICS = ["metrics.names=[si_sdr, estoi, mel_distance]", "metrics.workers=1"]
+
+
+def voiced(seconds: float, f0: float, seed: int) -> np.ndarray:
+    """A speech-like test signal: harmonics of f0 under a 3 Hz syllable envelope, peak 0.3."""
+    t = np.arange(int(seconds * SR)) / SR
+    phases = np.random.default_rng(seed).uniform(0, 2 * np.pi, 8)
+    x = sum(np.sin(2 * np.pi * f0 * k * t + phases[k]) / k for k in range(1, 8))
+    x = x * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t + seed))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def write(path: Path, audio: np.ndarray, rate: int = SR) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, rate, subtype="FLOAT" if path.suffix == ".wav" else None)
+    return path
+
+
+def scored(params, candidates, references, tmp_path) -> pd.DataFrame:
+    from gensr.stages.score import score_files
+
+    out = tmp_path / "scores.parquet"
+    score_files(params, candidates, out, references)
+    return pd.read_parquet(out).set_index(["clip_id", "metric"])
+
+
+def test_references_are_matched_by_relative_path_never_by_base_name(tmp_path, project_params):
+    a, b = voiced(1.0, 140, 1), voiced(1.0, 220, 2)
+    write(tmp_path / "cands" / "sub1" / "x.wav", a)
+    write(tmp_path / "cands" / "sub2" / "x.wav", b)
+    write(tmp_path / "refs" / "sub1" / "x.wav", a)  # no refs/sub2/x.wav: sub2/x must not borrow sub1's
+    long = scored(project_params(FAST_METRICS), tmp_path / "cands", tmp_path / "refs", tmp_path)
+    assert long.loc[("sub1/x", "si_sdr"), "value"] > 100  # itself
+    for metric in ("si_sdr", "estoi", "mel_distance"):
+        row = long.loc[("sub2/x", metric)]
+        assert np.isnan(row["value"]) and str(tmp_path / "refs" / "sub2" / "x.wav") in row["reason"]
+        assert "missing" in row["reason"]
+
+
+def test_a_length_mismatch_beyond_the_tolerance_blanks_the_reference_metrics(tmp_path, project_params):
+    params = project_params(FAST_METRICS)
+    tolerance = params.metrics.max_length_diff_s
+    ref = voiced(1.5, 150, 3)
+    pad = int(round(tolerance * SR / 2))  # within the tolerance: scored (trimmed) as before
+    extra = voiced(2.0, 260, 4)
+    cases = {"long": np.concatenate([ref, extra]), "short": ref[: len(ref) // 2],
+             "within": np.concatenate([ref, np.zeros(pad, np.float32)])}
+    for name, audio in cases.items():
+        write(tmp_path / "cands" / f"{name}.wav", audio)
+        write(tmp_path / "refs" / f"{name}.wav", ref)
+    long = scored(params, tmp_path / "cands", tmp_path / "refs", tmp_path)
+    for name in ("long", "short"):
+        for metric in ("si_sdr", "estoi", "mel_distance"):
+            row = long.loc[(name, metric)]
+            assert np.isnan(row["value"]) and "length mismatch" in row["reason"], row
+            assert "metrics.max_length_diff_s" in row["reason"]
+    assert long.loc[("within", "si_sdr"), "value"] > 100 and long.loc["within"]["reason"].isna().all()
+
+
+def test_a_reference_gets_the_candidates_checks(tmp_path, project_params):
+    params = project_params(FAST_METRICS)
+    cand = voiced(1.0, 150, 5)
+    write(tmp_path / "refs" / "silent.wav", np.zeros_like(cand))
+    write(tmp_path / "refs" / "nan.wav", np.where(np.arange(len(cand)) == 100, np.nan, cand).astype(np.float32))
+    (tmp_path / "refs" / "junk.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)
+    write(tmp_path / "refs" / "short.wav", cand[: int(params.metrics.min_seconds * SR) // 2])
+    for name in ("silent", "nan", "junk", "short"):
+        write(tmp_path / "cands" / f"{name}.wav", cand if name != "short" else cand[: int(params.metrics.min_seconds * SR)])
+    long = scored(params, tmp_path / "cands", tmp_path / "refs", tmp_path)
+    expect = {"silent": "silent", "nan": "non_finite", "junk": "unreadable", "short": "too_short"}
+    for name, code in expect.items():
+        for metric in ("si_sdr", "estoi", "mel_distance"):
+            row = long.loc[(name, metric)]
+            assert np.isnan(row["value"]) and code in row["reason"] and "reference unavailable" in row["reason"], row
+
+
+def test_cli_score_refuses_what_a_user_got_wrong_with_exit_2(tmp_path):
+    write(tmp_path / "cands" / "x.wav", voiced(0.5, 150, 6))
+    write(tmp_path / "dupes" / "x.wav", voiced(0.5, 150, 6))
+    write(tmp_path / "dupes" / "x.flac", voiced(0.5, 150, 6))
+    (tmp_path / "out_dir").mkdir()
+    (tmp_path / "empty").mkdir()
+    common = ["-p", PARAMS, "-S", "metrics.names=[si_sdr]", "-S", "metrics.workers=1"]
+    out = tmp_path / "scores.parquet"
+    cases = [
+        (["--candidates", tmp_path / "cands", "--references", tmp_path / "nope", "--out", out], ["--references", "nope"]),
+        (["--candidates", tmp_path / "nope", "--out", out], ["--candidates", "nope"]),
+        (["--candidates", tmp_path / "cands", "--out", tmp_path / "out_dir"], ["--out", "out_dir"]),
+        (["--candidates", tmp_path / "cands", "--references", tmp_path / "empty", "--out", out], ["--references"]),
+        (["--candidates", tmp_path / "cands", "--transcripts", tmp_path / "t.csv", "--out", out], ["--transcripts"]),
+        (["--candidates", tmp_path / "dupes", "--out", out], ["--candidates", "x.flac", "x.wav"]),
+        (["--candidates", tmp_path / "cands", "--workers", "0", "--out", out], ["--workers"]),
+    ]
+    for args, names in cases:
+        assert_refused(gensr("score", *args, *common), *names)
+    assert not out.exists()
