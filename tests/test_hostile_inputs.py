@@ -234,3 +234,183 @@ def test_cli_score_refuses_what_a_user_got_wrong_with_exit_2(tmp_path):
     for args, names in cases:
         assert_refused(gensr("score", *args, *common), *names)
     assert not out.exists()
+
+
+# --- 8. every checkpoint load is weights_only --------------------------------------------------------------------
+class _NotATensor:
+    """An arbitrary object: unpickling it would run code a checkpoint must not carry."""
+
+
+def test_torch_load_defaults_to_weights_only_here(tmp_path):
+    """Library loads that pass no weights_only (resemblyzer, speechbrain) rely on torch's default being True."""
+    import torch
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "payload": _NotATensor()}, path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
+        torch.load(path)
+
+
+@pytest.mark.slow
+def test_a_dpo_run_logs_no_weights_only_default_and_its_checkpoint_loads_weights_only(tmp_path):
+    import logging
+    import warnings
+
+    import torch
+
+    from gensr.align.train import DPOSettings, run_dpo
+    from gensr.models import Restorer
+    from test_align import _write_pairs, tiny_restorer
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    pairs = _write_pairs(tmp_path, codebooks=2)
+    base_path = tiny_restorer("ar").save(tmp_path / "base.pt")
+    settings = DPOSettings(paradigm="ar", beta=0.5, lr=1e-3, steps=2, batch_size=2, sft_weight=0.1,
+                           sft_target="chosen", score_draws=1, weight_decay=0.0, grad_clip=1.0, val_every_steps=2,
+                           ref_batch_size=4, segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3,
+                           score_temperature="model", trainable=None)
+    collect, lightning_log = Collect(), logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.addHandler(collect)
+    lightning_log.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_dpo(Restorer.load(base_path), Restorer.load(base_path), pairs, tmp_path / "pairs.parquet", base_path,
+                    settings, tmp_path / "out")
+    finally:
+        lightning_log.removeHandler(collect)
+        lightning_log.setLevel(level)
+    assert any("max_steps=2" in m for m in collect.messages), collect.messages  # the handler does see Lightning
+    assert not [m for m in collect.messages if "weights_only" in m]
+    assert not [str(w.message) for w in caught if "weights_only" in str(w.message)]
+    ckpt = torch.load(tmp_path / "out" / "dpo.ckpt", weights_only=True)
+    assert ckpt["state_dict"] and ckpt["optimizer_states"]  # the full training state, loadable weights-only
+
+
+# --- a hostile user corpus through the pipeline ------------------------------------------------------------------
+GOOD = {  # relative path -> (speaker, rate, channels, subtype): rates and formats the pipeline must admit
+    "alice/a1.wav": ("alice", 16000, 1, "FLOAT"), "alice/a2.wav": ("alice", 8000, 1, "PCM_16"),
+    "alice/a3.flac": ("alice", 44100, 2, "PCM_16"), "alice/a4.wav": ("alice", 22050, 1, "PCM_24"),
+    "bob/b1.wav": ("bob", 16000, 1, "FLOAT"), "bob/b2.wav": ("bob", 48000, 2, "PCM_16"),
+    "bob/b3.flac": ("bob", 16000, 1, "PCM_16"), "bob/b4.wav": ("bob", 32000, 1, "FLOAT"),
+}
+BAD = {  # relative path -> the reason code the corpus quarantine must give
+    "bad/cut_in_header.wav": "unreadable", "bad/silence.wav": "silent", "bad/not_audio.wav": "unreadable",
+    "bad/wrong_rate.wav": "too_long", "bad/too_short.wav": "too_short", "bad/empty.wav": "empty_file",
+    "bad/nan.wav": "non_finite", "bad/absent.wav": "missing",
+}
+
+
+def _hostile_user_corpus(root: Path) -> Path:
+    """Good recordings of two speakers at many rates and formats, and one file of every bad kind."""
+    import io
+
+    from gensr.audio.io import resample
+
+    rows = []
+    for i, (rel, (speaker, rate, channels, subtype)) in enumerate(sorted(GOOD.items())):
+        audio = resample(voiced(1.0, 120 + 25 * i, i), SR, rate)
+        data = np.stack([audio, 0.8 * audio], axis=1) if channels == 2 else audio
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel, data, rate, subtype=subtype)
+        rows.append((rel, f"utterance number {i}", speaker))
+    bad = root / "bad"
+    bad.mkdir()
+    buffer = io.BytesIO()
+    sf.write(buffer, voiced(1.0, 150, 20), SR, format="WAV", subtype="PCM_16")
+    (bad / "cut_in_header.wav").write_bytes(buffer.getvalue()[:30])  # the download stopped in the header
+    sf.write(bad / "silence.wav", np.zeros(SR, np.float32), SR, subtype="FLOAT")
+    (bad / "not_audio.wav").write_bytes(b"<html><body>404 Not Found</body></html>\n" * 50)
+    # 16 kHz samples under a 1 kHz header: 32 s to the reader, beyond ingest.max_seconds
+    sf.write(bad / "wrong_rate.wav", voiced(2.0, 150, 21), 1000, subtype="PCM_16")
+    sf.write(bad / "too_short.wav", voiced(0.1, 150, 22), SR, subtype="FLOAT")
+    (bad / "empty.wav").write_bytes(b"")
+    nan = voiced(1.0, 150, 23)
+    nan[500] = np.nan
+    sf.write(bad / "nan.wav", nan, SR, subtype="FLOAT")
+    rows += [(rel, "a bad file", "carol") for rel in sorted(BAD)]
+    manifest = root / "manifest.csv"
+    manifest.write_text("path,text,speaker\n" + "".join(f"{p},{t},{s}\n" for p, t, s in rows))
+    return manifest
+
+
+@pytest.mark.slow
+def test_a_hostile_user_corpus_runs_through_the_pipeline_quarantining_every_bad_file(tmp_path):
+    import torch
+
+    from gensr.corpus.user import utt_id_for
+    from gensr.models.fm import FMRestorer
+    from gensr.stages.corpus import build_clean_corpus
+    from gensr.stages.degrade import build_degraded_corpus
+    from gensr.stages.pairs import build_pairs
+    from gensr.stages.sample import sample_candidates
+    from gensr.stages.score import score_candidates
+    from test_models import tiny_params
+
+    manifest = _hostile_user_corpus(tmp_path / "user")
+    data = tmp_path / "data"
+    params = tiny_params([
+        f"paths.data={data}", f"paths.models={tmp_path / 'models'}", f"paths.reports={tmp_path / 'reports'}",
+        "corpus.source=user", f"corpus.user_dir={tmp_path / 'user'}", f"corpus.user_manifest={manifest}",
+        "corpus.split={train: 0.25, pref: 0.5, valid: 0.0, test: 0.25}",
+        "degrade.workers=1", "degrade.noise.kinds=[white, pink]",
+        "sample.n_candidates=2", "sample.shard_clips=2", "sample.n_clips=null",
+        "metrics.names=[si_sdr, estoi, mel_distance]", "metrics.workers=1",
+        "pairs.metrics=[si_sdr, estoi, mel_distance]", "pairs.strategies=[multi]",
+    ])
+    good_ids = {utt_id_for(rel) for rel in GOOD}
+
+    corpus = build_clean_corpus(params)
+    clean = pd.read_parquet(data / "clean" / "manifest.parquet")
+    quarantine = pd.read_parquet(data / "clean" / "quarantine.parquet")
+    assert set(clean.utt_id) == good_ids and corpus["n_quarantined"] == len(BAD)  # no good row lost
+    reasons = {Path(p).name: r for p, r in zip(quarantine.path, quarantine.reason)}
+    for rel, code in BAD.items():
+        assert reasons[Path(rel).name].startswith(code), (rel, reasons.get(Path(rel).name))
+
+    build_degraded_corpus(params, data / "clean", data / "degraded", progress=False)
+    degraded = pd.read_parquet(data / "degraded" / "manifest.parquet")
+    assert set(degraded.utt_id) == good_ids and pd.read_parquet(data / "degraded" / "quarantine.parquet").empty
+
+    torch.manual_seed(0)
+    p = params.restorers.fm
+    model = FMRestorer.build(params.restorers.features.model_dump(), p.model.model_dump(), p.sampling.model_dump())
+    model.save(tmp_path / "models" / "base" / "fm" / "restorer.pt")
+    sample_candidates(params, "fm")
+    candidates = pd.read_parquet(data / "candidates" / "fm" / "manifest.parquet")
+    pref = set(clean.loc[clean.split == "pref", "utt_id"])
+    assert len(pref) == 4 and set(candidates.utt_id) == pref and len(candidates) == 2 * len(pref)
+
+    score_candidates(params, "fm")
+    long = pd.read_parquet(data / "metrics" / "fm" / "metrics.parquet")
+    assert set(long.clip_id) == set(candidates.cand_id) and len(long) == 3 * len(candidates)
+    assert long.loc[long.value.isna(), "reason"].notna().all()  # a NaN always says why
+
+    build_pairs(params, "fm")
+    pairs = pd.read_parquet(data / "pairs" / "fm" / "multi" / "pairs.parquet")
+    assert set(pairs.utt_id) <= pref
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21 class 1 (trust nothing a header says) is /work/wt21a's: libsndfile "
+                   "reads a WAV cut inside its data as a shorter file; remove this mark when that check is merged")
+def test_a_wav_cut_inside_its_data_is_quarantined(tmp_path):
+    import io
+
+    from gensr.audio.io import AudioRejected
+    from gensr.corpus.ingest import admit_audio
+    from gensr.config import load_params
+
+    buffer = io.BytesIO()
+    sf.write(buffer, voiced(1.0, 150, 30), SR, format="WAV", subtype="PCM_16")
+    path = tmp_path / "cut.wav"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # the header still says 1 s
+    with pytest.raises(AudioRejected):
+        admit_audio(path, load_params(PARAMS).ingest, SR)
