@@ -161,7 +161,9 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     policy.eval()
     after = pair_accuracy(policy, reference, heldout, settings) if dpo else {}
     train_diag = {k: float(v) for k, v in module.trainer_ref.callback_metrics.items() if k.startswith("train/")}
-    module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt")
+    # weights_only=False saves the optimiser and loop state too (the file still loads with torch.load(weights_only=True);
+    # tests/test_align.py reads it so); left unset, Lightning logs "`weights_only` was not set, defaulting to `False`"
+    module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt", weights_only=False)
     policy.save(out_dir / "restorer.pt", extra={"aligned_from": str(base_checkpoint), "pairs": str(pairs_path),
                                                 "pairs_sha256": file_sha256(pairs_path),
                                                 "dpo": settings.__dict__})

@@ -102,7 +102,8 @@ class Clip:
         return self._resampled[key]
 
     def pair_at(self, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-        """(reference, candidate) at `sample_rate`, trimmed to the shorter of the two."""
+        """(reference, candidate) at `sample_rate`, trimmed to the shorter of the two (the suite blanks the
+        reference of a candidate whose length differs by more than metrics.max_length_diff_s)."""
         ref, cand = self.reference_at(sample_rate), self.audio_at(sample_rate)
         n = min(len(ref), len(cand))
         return ref[:n], cand[:n]

@@ -6,7 +6,10 @@
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
 - An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
   the reason; a missing reference or transcript only blanks the metrics that need it; a
-  metric that fails on a clip is NaN with the reason and the other metrics still count.
+  reference gets the candidate's checks, and one that fails them or whose duration differs
+  from the candidate's by more than metrics.max_length_diff_s blanks the reference metrics
+  with the reason; a metric that fails on a clip is NaN with the reason and the other
+  metrics still count.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ DECIMALS = 10
 
 
 # --- reading one row -------------------------------------------------------------------
-def _read(path: str, params: MetricsParams, candidate: bool):
+def _read(path: str, params: MetricsParams):
+    """Mono float audio at the file's own rate, or AudioRejected: candidates and references get the same
+    checks (unreadable, non-finite, silent, too short)."""
     import soundfile as sf
 
     from gensr.audio.io import AudioRejected, load_audio
@@ -60,13 +65,19 @@ def _read(path: str, params: MetricsParams, candidate: bool):
         if not Path(path).is_file():
             raise AudioRejected(path, "missing: file does not exist") from None
         raise AudioRejected(path, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:300]) from None
-    audio = load_audio(
-        path,
-        rate,
-        min_seconds=params.min_seconds if candidate else 0.0,
-        silence_dbfs=params.silence_dbfs if candidate else None,
-    )
+    audio = load_audio(path, rate, min_seconds=params.min_seconds, silence_dbfs=params.silence_dbfs)
     return audio, rate
+
+
+def length_mismatch(audio, rate: int, reference, reference_rate: int, params: MetricsParams) -> str | None:
+    """Why the reference can't be compared with this candidate (their durations differ by more than
+    metrics.max_length_diff_s), or None. The intrusive metrics trim both to the shorter one, so a much
+    longer or shorter candidate would be scored on a part of itself only."""
+    seconds, ref_seconds = len(audio) / rate, len(reference) / reference_rate
+    if abs(seconds - ref_seconds) > params.max_length_diff_s:
+        return (f"length mismatch: candidate {seconds:.3f} s, reference {ref_seconds:.3f} s "
+                f"(more than metrics.max_length_diff_s={params.max_length_diff_s} s apart)")
+    return None
 
 
 def load_clip(row: dict, params: MetricsParams):
@@ -74,16 +85,22 @@ def load_clip(row: dict, params: MetricsParams):
     from gensr.audio.io import AudioRejected
     from gensr.metrics.base import Clip
 
+    if not row.get("path"):
+        return None, "candidate missing: no path for this clip"
     try:
-        audio, rate = _read(row["path"], params, candidate=True)
+        audio, rate = _read(row["path"], params)
     except AudioRejected as err:
         return None, f"candidate {err.reason}"
     reference = reference_rate = reference_error = None
     if row.get("ref_path"):
         try:
-            reference, reference_rate = _read(row["ref_path"], params, candidate=False)
+            reference, reference_rate = _read(row["ref_path"], params)
         except AudioRejected as err:
             reference_error = f"{err.path}: {err.reason}"
+        else:
+            reference_error = length_mismatch(audio, rate, reference, reference_rate, params)
+            if reference_error:
+                reference = reference_rate = None
     else:
         reference_error = "no reference path for this clip"
     text = row.get("text")
@@ -213,7 +230,11 @@ def manifest_rows(manifest) -> list[dict]:
     base = None
     if isinstance(manifest, (str, Path)):
         base = Path(manifest).parent
-        frame = pd.read_parquet(manifest)
+        try:
+            frame = pd.read_parquet(manifest)
+        except Exception as err:  # not Parquet, truncated, or a folder: a user's file, so a clear refusal
+            raise ValueError(f"{manifest}: not a readable Parquet manifest ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
     else:
         frame = pd.DataFrame(manifest)
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
