@@ -150,6 +150,24 @@ def project_params(root: Path, mlruns: str | Path | None = None, params_file: st
     return load_params(root / params_file, overrides), overrides
 
 
+def changed_outputs(root: Path) -> dict[str, list[str]]:
+    """{stage: its outputs that differ from dvc.lock}, by `dvc status` (fast after a repro: DVC caches file
+    hashes). Raises RuntimeError when DVC cannot answer (e.g. a repro holds the repo lock)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"`dvc status` failed in {root}: {(out.stderr or out.stdout).strip()[-300:]}")
+    status = json.loads(out.stdout or "{}")
+    changed = {}
+    for stage, entries in status.items():
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("changed outs"):
+                changed.setdefault(stage, []).extend(f"{p} {why}" for p, why in entry["changed outs"].items())
+    return changed
+
+
 def _dvc_metadata(t: Target) -> dict:
     return {"dvc/stage": dg.MetadataValue.text(", ".join(s.name for s in t.stages)),
             "dvc/cmd": dg.MetadataValue.text("\n".join(s.cmd for s in t.stages)),
@@ -220,8 +238,12 @@ def _evaluate_check(instance, check_key, checks_def, resources: dict, report: Sy
 
 
 def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, defs: dg.Definitions | None = None,
-         mlruns: str | Path | None = None, checks: bool = True, log: Callable[[str], None] = lambda _: None) -> SyncReport:
-    """Report every asset partition built by `dvc repro` in `root` (dvc.lock + outputs, read only) to `instance`."""
+         mlruns: str | Path | None = None, checks: bool = True, verify: bool = True,
+         log: Callable[[str], None] = lambda _: None) -> SyncReport:
+    """Report every asset partition built by `dvc repro` in `root` (dvc.lock + outputs, read only) to `instance`.
+
+    With `verify`, a stage whose outputs `dvc status` finds changed since dvc.lock is skipped (its md5s would
+    not be the files'); without it, or when DVC cannot answer, outputs only need to exist."""
     from gensr_dagster.dvc_metadata import ASSET_METADATA
     from gensr_dagster.resources import MlflowResource, ParamsResource
 
@@ -236,11 +258,21 @@ def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, 
     cfg, overrides = project_params(root, mlruns)
     targets, skipped = plan(read_lock(lock), defs.resolve_asset_graph())
     report = SyncReport(skipped=dict(skipped))
+    changed: dict[str, list[str]] = {}
+    if verify:
+        try:
+            changed = changed_outputs(root)
+        except RuntimeError as err:
+            report.errors["dvc status"] = f"{err}; outputs were only checked to exist"
     present = set()
     for t in targets:
         missing = [p for s in t.stages for p in s.outs if not (root / p).exists()]
+        differ = [c for s in t.stages for c in changed.get(s.name, [])]
         if missing:
             report.skipped[t.label] = f"{missing[0]} is in dvc.lock but not on disk (removed, or its stage is running)"
+            continue
+        if differ:
+            report.skipped[t.label] = f"`dvc status`: {differ[0]} since dvc.lock (rerun `dvc repro`)"
             continue
         present.add(t.asset)
         if _last_dvc_version(instance, dg.AssetKey(t.asset), t.partition) == t.data_version():

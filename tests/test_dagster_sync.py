@@ -105,7 +105,7 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
         "train_base@fm": ("gensr train-base --paradigm fm", {"models/base/fm": "d" * 32 + ".dir"}),
     })
     with _instance(tmp_path) as instance:
-        r = sync(root, instance)
+        r = sync(root, instance, verify=False)  # no DVC repo here: a hand-written lock
         assert r.reported == ["base_evaluation[ar]", "ablation[ar|single:wer]"]
         assert "not a partition of ablation" in r.skipped["ablation@ar-single:nope"]
         assert "models/base/fm is in dvc.lock but not on disk" in r.skipped["base_checkpoints[fm]"]
@@ -118,7 +118,7 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
         # the ablation's check ran once (no evaluation.json yet: nothing to judge) and is not run again
         (check,) = _check_evaluations(instance, "ablation").values()
         assert check.evaluation.passed and "0 single-metric evaluations" in check.evaluation.description
-        again = sync(root, instance)
+        again = sync(root, instance, verify=False)
         assert again.reported == [] and again.checks == {}
         assert sorted(again.unchanged) == ["ablation[ar|single:wer]", "base_evaluation[ar]"]
 
@@ -131,7 +131,7 @@ def test_a_summary_that_cannot_be_read_is_reported_as_such(tmp_path):
     (root / "data/confirm/summary.json").write_text("{not json")
     _lock(root, {"confirm_corpus": ("gensr confirm-corpus", {"data/confirm": "e" * 32 + ".dir"})})
     with _instance(tmp_path) as instance:
-        r = sync(root, instance, checks=False)
+        r = sync(root, instance, checks=False, verify=False)
         assert r.reported == ["confirm_set"] and "JSONDecodeError" in r.errors["confirm_set"]
         (m,) = _materializations(instance, "confirm_set")
         assert "JSONDecodeError" in m.metadata["gensr/metadata_error"].value
@@ -231,6 +231,12 @@ def test_a_dvc_repro_shows_in_dagster_and_a_rerun_that_changed_nothing_adds_noth
         assert new.tags[dvc_sync.DATA_VERSION_TAG] != old.tags[dvc_sync.DATA_VERSION_TAG]
         assert len(_materializations(instance, "clean_corpus")) == 1
 
+        # an output edited after the repro no longer has dvc.lock's md5: `dvc status` says so and it is skipped
+        next((root / "data" / "degraded" / "wav").iterdir()).unlink()
+        tampered = sync(root, instance)
+        assert tampered.reported == [] and "`dvc status`: data/degraded modified" in tampered.skipped["degraded_corpus"]
+        assert len(_materializations(instance, "degraded_corpus")) == 2
+
 
 def test_the_cli_needs_dagster_home_and_prints_what_it_reported(tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -244,15 +250,15 @@ def test_the_cli_needs_dagster_home_and_prints_what_it_reported(tmp_path, monkey
     _lock(root, {"evaluate_base@ar": ("gensr evaluate-base --paradigm ar", {"reports/base/ar": "a" * 32 + ".dir"}),
                  "train_base@fm": ("gensr train-base --paradigm fm", {"models/base/fm": "d" * 32 + ".dir"})})
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root)])
+    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root), "--no-verify"])
     assert out.exit_code == 2 and "DAGSTER_HOME" in out.output
     home = tmp_path / "home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root)])
+    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root), "--no-verify"])
     assert out.exit_code == 0, out.output
     assert "reported base_evaluation[ar]" in out.output and "skipped base_checkpoints[fm]" in out.output
     assert "1 materializations reported, 0 unchanged, 1 skipped" in out.output
-    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root)])
+    out = CliRunner().invoke(app, ["dagster-sync", "--root", str(root), "--no-verify"])
     assert "0 materializations reported, 1 unchanged" in out.output
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("base_evaluation")) == {"ar"}

@@ -17,6 +17,8 @@ def dagster_sync_command(
                               "are read, never written."),
     mlruns: Optional[Path] = typer.Option(None, "--mlruns", help="MLflow store for the links (default paths.mlruns)."),
     checks: bool = typer.Option(True, "--checks/--no-checks", help="Also run the asset checks on the files."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Skip stages whose outputs `dvc status` finds "
+                                "changed since dvc.lock (--no-verify: outputs need only exist; runs no dvc)."),
 ) -> None:
     """Report every asset `dvc repro` built to the Dagster instance in $DAGSTER_HOME, as materializations with
     their metadata, DVC stage and md5s, plus the asset checks' results. Nothing is rerun; what did not change
@@ -31,7 +33,7 @@ def dagster_sync_command(
 
     try:
         with dg.DagsterInstance.get() as instance:
-            r = sync(root, instance, mlruns=mlruns, checks=checks, log=typer.echo)
+            r = sync(root, instance, mlruns=mlruns, checks=checks, verify=verify, log=typer.echo)
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
