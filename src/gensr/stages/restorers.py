@@ -231,12 +231,13 @@ def _run_and_record(params: Params, out: Path, run_name: str, paradigm: str, log
                     run_all, *, track: bool, dagster_run_id: str | None) -> dict:
     """Run `run_all(run, mlflow)` inside an SFT MLflow run (or `run_all()` untracked); write summary.json."""
     if track:
-        from gensr.tracking import configure, run_url, start_run
+        from gensr.tracking import configure, log_checkpoint, run_url, start_run
 
         mlflow = configure(params.paths.mlruns)
         with start_run(params.paths.mlruns, "sft", run_name, params=log_params, data_paths=(data_path,),
                        dagster_run_id=dagster_run_id, tags={"gensr.paradigm": paradigm}) as run:
             summary = run_all(run, mlflow)
+            log_checkpoint(params.paths.mlruns, run.info.run_id, summary["checkpoint"])
             summary["mlflow_url"] = run_url(params.paths.mlruns, run)
     else:
         summary = run_all()
