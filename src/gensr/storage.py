@@ -1,4 +1,5 @@
-"""Atomic writes: every output appears whole or not at all, so a crashed run can resume."""
+"""Atomic writes: every output appears whole or not at all, so a crashed run can resume, with the
+mode a plain open() would give (0666 & ~umask), not tempfile's 0600."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def current_umask() -> int:
+    """The process umask. Read from /proc where it can be: os.umask() can only be read by setting
+    it, which would race with other threads creating files."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -24,6 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
