@@ -26,9 +26,9 @@ def corpus_command(
     start = time.perf_counter()
     try:
         summary = build_clean_corpus(cfg, out)
-    except (ManifestError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    except (ManifestError, FileNotFoundError, ValueError) as err:  # the user's corpus or params: exit 2, one line
+        typer.echo(f"error: {err}".replace("\n", " "), err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"{summary['n_utterances']} utterances ({summary['total_hours']:.3f} h), {summary['n_speakers']} speakers, "
         f"source {summary['source']}, into {out}; quarantined {summary['n_quarantined']}; "
