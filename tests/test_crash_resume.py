@@ -1,4 +1,4 @@
-"""Crash safety: `gensr sample` killed with SIGKILL mid-run, then run
+"""Crash safety: `gensr sample` and `gensr score-candidates` killed with SIGKILL mid-run, then run
 again, leave the same bytes as a run that was never interrupted.
 
 Each test runs the real CLI in a subprocess on a tiny corpus and model built here, kills it once some
@@ -159,3 +159,49 @@ def test_sample_killed_mid_run_resumes_to_identical_bytes(tmp_path, fm_checkpoin
     summary = json.loads(finish(cli(sample_args(overrides))))
     assert summary["shards"] == N_CLIPS and summary["shards_resumed"] >= seen
     assert tree_bytes(crashed / "data/candidates/fm") == tree_bytes(whole / "data/candidates/fm")
+
+
+# --- gensr score-candidates -----------------------------------------------------------------------
+N_CANDIDATES = 24
+FAST = "metrics.names=[si_sdr,mel_distance,estoi,pesq_wb]"
+
+
+def candidates_project(root: Path) -> list[str]:
+    """N_CANDIDATES noisy copies (3 per clip) of clean tones under root/data/candidates/ar; returns the
+    CLI overrides."""
+    import numpy as np
+
+    rows = []
+    out = root / "data/candidates/ar"
+    for i in range(N_CANDIDATES):
+        utt, cand = f"u{i // 3:02d}", f"u{i // 3:02d}__d0__c{i % 3}"
+        clean = synthetic_clip(100 + i // 3, seconds=2.0).clean
+        write_wav(root / "data/clean/wav" / f"{utt}.wav", clean, SR)
+        noise = np.random.default_rng(i).normal(0, 0.01 * (1 + i % 3), clean.size).astype(np.float32)
+        write_wav(out / "wav" / f"{cand}.wav", clean + noise, SR)
+        rows.append({"cand_id": cand, "deg_id": f"{utt}__d0", "utt_id": utt, "path": f"wav/{cand}.wav",
+                     "clean_path": f"../../clean/wav/{utt}.wav", "text": f"text {i // 3}"})
+    write_parquet(pa.Table.from_pylist(rows), out / "manifest.parquet")
+    return [FAST, f"paths.data={root / 'data'}", "metrics.shard_size=1"]
+
+
+def score_args(overrides: list[str]) -> list[str]:
+    return ["score-candidates", "--paradigm", "ar", *[a for o in overrides for a in ("-S", o)]]
+
+
+def test_score_candidates_killed_mid_run_resumes_to_identical_bytes(tmp_path):
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    overrides = [*candidates_project(whole), "metrics.workers=2"]
+    finish(cli(score_args(overrides)))
+    overrides = [*candidates_project(crashed), "metrics.workers=2"]
+    out = crashed / "data/metrics/ar"
+    log = tmp_path / "killed.log"
+    seen = kill_once(cli(score_args(overrides), log), log, out / "metrics.parquet.shards", out / "metrics.parquet",
+                     n_shards=2)
+    for name in ("metrics.parquet", "summary.json"):  # killed while writing the final table or summary
+        (out / f".{name}.abc123.tmp{Path(name).suffix}").write_bytes(b"partial")
+    (out / "metrics.parquet.shards" / ".shard-00009-abc.parquet.x.tmp.parquet").write_bytes(b"partial")
+    printed = finish(cli(score_args(overrides)))
+    resumed = int(printed.split(" shards resumed")[0].rsplit("workers, ", 1)[1].split("/")[0])
+    assert resumed >= seen, printed
+    assert tree_bytes(crashed / "data/metrics") == tree_bytes(whole / "data/metrics")
