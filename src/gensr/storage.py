@@ -59,6 +59,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_killed_writes(folder: str | Path, name: str = "*") -> None:
+    """Delete the temp files atomic_path left in `folder` for targets matching `name` when the
+    process was killed inside the block (no `finally` runs on SIGKILL), so a resumed run's
+    folder holds exactly the files of an uninterrupted one."""
+    folder = Path(folder)
+    for tmp in folder.glob(f".{name}.*.tmp*") if folder.is_dir() else ():
+        if tmp.is_file():
+            tmp.unlink()
+
+
 def save_torch(payload, path: str | Path) -> Path:
     """torch.save atomically and byte-reproducibly. Saved to a path, torch names the records inside
     the zip after the (here random, temporary) file name, so equal weights would hash differently;

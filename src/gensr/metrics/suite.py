@@ -4,6 +4,8 @@
   scored by one worker (spawned processes that load every model once, one thread each) and
   written atomically to `<out>.shards/`; a rerun skips finished shards, then all shards are
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
+  Workers exit with the process that spawned them, so a stage killed with SIGKILL and rerun
+  writes the same bytes as one never interrupted (tests/test_crash_resume.py).
 - An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
   the reason; a missing reference or transcript only blanks the metrics that need it; a
   reference gets the candidate's checks, and one that fails them or whose duration differs
@@ -32,7 +34,7 @@ import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
 from gensr.corpus.splits import in_split
-from gensr.storage import write_json, write_parquet
+from gensr.storage import remove_killed_writes, write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -194,7 +196,27 @@ _WORKER: ShardScorer | None = None
 _WORKER_ERROR: str | None = None
 
 
+def _exit_with_parent() -> None:
+    """End this pool worker as soon as the process that spawned it dies. After a SIGKILL (or the
+    OOM killer) of the stage, a worker would otherwise wait for work forever with its models in
+    memory, or finish a queued shard into the folder a rerun is writing and cleaning."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # ready once the parent's end of the pipe closes, i.e. it exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(params_json: str) -> None:
+    _exit_with_parent()
     # one thread per worker: the workers are the parallelism, and results stay deterministic
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
@@ -293,6 +315,7 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
     check_names(params.names)
     out = Path(out)
     rows = manifest_rows(manifest)
+    remove_killed_writes(out.parent, out.name)
     shard_dir = out.parent / f"{out.name}.shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     # small jobs still use every worker; the layout depends only on params and the row count

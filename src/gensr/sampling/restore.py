@@ -7,7 +7,8 @@ every evaluation (seeded restorations of a held-out split) share:
 A shard is one batched `restore` call over `shard_clips` clips x N samples, written atomically
 as WAVs plus a shard table whose name carries a fingerprint of everything that decides its
 audio (checkpoint hash, sampling knobs, clip ids, seeds). A rerun skips finished shards; stale
-shards and orphan WAVs are removed.
+shards, orphan WAVs and the temp files of writes a kill interrupted are removed, so a run killed
+at any point and rerun leaves the same files as one never interrupted (tests/test_crash_resume.py).
 
 Splits are read from the degraded corpus (`data/degraded`), except `confirm`, which lives in a
 corpus of its own (`data/confirm/degraded`) that only the final evaluation reads.
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from gensr.config import Params
 from gensr.corpus.splits import CONFIRM, in_split
 from gensr.layout import confirm_degraded_manifest, degraded_manifest
-from gensr.storage import file_sha256, write_parquet
+from gensr.storage import file_sha256, remove_killed_writes, write_parquet
 
 CANDIDATE_COLUMNS = [
     ("cand_id", pa.string()), ("deg_id", pa.string()), ("utt_id", pa.string()), ("paradigm", pa.string()),
@@ -116,6 +117,8 @@ def restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dic
     out_dir.mkdir(parents=True, exist_ok=True)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(exist_ok=True)
+    for folder in (out_dir, shard_dir, out_dir / "wav", out_dir / "codes"):
+        remove_killed_writes(folder)
     ckpt_hash = file_sha256(checkpoint)
     shards = [rows[i : i + shard_clips] for i in range(0, len(rows), shard_clips)]
     schema = CANDIDATE_SCHEMA if candidate_ids else RESTORED_SCHEMA
