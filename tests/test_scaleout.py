@@ -1,4 +1,5 @@
-"""Scale-out on existing engines: Lightning DDP on 2 CPU processes (gloo) against 1 process with the same global batch.
+"""Scale-out on existing engines: Lightning DDP on 2 CPU processes (gloo) against 1 process with the same global batch,
+and candidate sampling + scoring as Dagster shard partitions run in parallel processes against one stage run.
 
 DDP tolerance: both runs compute the same global-batch mean gradient; only float32 summation order differs (two
 half-batch means averaged by the all-reduce against one full-batch mean). On these runs that moves the loss by about
@@ -11,12 +12,15 @@ training on the wrong rows would show.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+from conftest import PARAMS
 from test_align import _write_pairs, tiny_restorer
-from test_models import SR, synthetic_clip
+from test_models import SR, TINY, synthetic_clip
 
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-3  # Adam-normalised rounding (see above); a wrong batch moves weights by about lr per step
@@ -153,3 +157,131 @@ def test_trainer_params_refuse_launchers_that_rerun_the_stage(project_params):
     ok = project_params(["scaleout.trainer.devices=2", "scaleout.trainer.strategy=ddp_spawn"])
     assert ok.scaleout.trainer.devices == 2
     assert project_params().scaleout.trainer.devices == 1  # the default stays one process
+
+
+# --- candidate sampling and scoring as Dagster shard partitions -------------------------------------------------
+
+SHARDED = ["sample.n_candidates=2", "sample.n_clips=6", "sample.shard_clips=1", "sample.split=pref",
+           "metrics.names=[si_sdr,mel_distance,estoi]", "metrics.workers=1", "metrics.shard_size=2",
+           "metrics.score_inputs_split=test"]
+
+
+def _project(root, models):
+    """A degraded corpus of 9 clips (7 in the pool, 2 test) under root/data; the overrides that point there."""
+    import pyarrow as pa
+
+    from gensr.audio.io import write_wav
+    from gensr.storage import write_parquet
+
+    rows = []
+    for i in range(9):
+        clip = synthetic_clip(i, seconds=0.5 + 0.1 * i)
+        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
+        write_wav(root / "data/clean/wav" / f"{utt}.wav", clip.clean, SR)
+        write_wav(root / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
+        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
+                     "clean_path": f"../clean/wav/{utt}.wav", "text": f"text {i}", "speaker": f"s{i % 2}",
+                     "split": "test" if i >= 7 else "pref", "seed": i})
+    write_parquet(pa.Table.from_pylist(rows), root / "data/degraded/manifest.parquet")
+    return [*TINY, f"paths.data={root / 'data'}", f"paths.models={models}", f"paths.reports={root / 'reports'}", *SHARDED]
+
+
+def _materialize_shards_at_once(asset: str, home: Path, overrides: list[str]) -> None:
+    """One `dagster asset materialize --partition fm|k` process per shard partition of `asset`, all started at once,
+    as a backfill's run launcher starts one run per partition. Each run executes its step with the project's default
+    executor in multiprocess mode (max_concurrent 2), i.e. in a process of its own."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from gensr_dagster.partitions import SHARD_KEYS
+
+    config = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}},
+              "resources": {"params": {"config": {"params_path": str(PARAMS), "overrides": overrides}}}}
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "gensr_dagster.definitions",
+                               "--select", asset, "--partition", f"fm|{shard}", "--config-json", json.dumps(config)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for shard in SHARD_KEYS]
+    outputs = [proc.communicate(timeout=1800)[0] for proc in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-4000:]
+
+
+def _run_and_step(instance, run_id: str) -> tuple[int, int, tuple[float, float]]:
+    """(pid of the run, pid of its one step, (run start, run end) time) from the run's event log."""
+    import dagster as dg
+
+    events = [e for e in instance.all_logs(run_id) if e.dagster_event is not None]
+    kind = {e.dagster_event.event_type: e for e in events}
+    start, end = kind[dg.DagsterEventType.RUN_START], kind[dg.DagsterEventType.RUN_SUCCESS]
+    return start.dagster_event.pid, kind[dg.DagsterEventType.STEP_START].dagster_event.pid, (start.timestamp, end.timestamp)
+
+
+@pytest.mark.slow
+def test_shard_partitions_in_parallel_processes_give_the_one_run_tables(tmp_path):
+    """FM, 6 pool clips x 2 candidates: 6 sampling shards and 6 scoring shards dealt over the shard partitions of
+    params.yaml (2), each partition one Dagster run whose step runs in its own process (multiprocess executor), both
+    launched at once; candidate_samples and metric_tables then only assemble. The manifest, every WAV and the metric
+    table are byte-identical to one `sample_candidates` + `score_candidates` run."""
+    import os
+
+    import dagster as dg
+
+    from gensr.config import load_params
+    from gensr.models.fm import FMRestorer
+    from gensr.stages.sample import sample_candidates, shard_partitions
+    from gensr.stages.score import score_candidates
+    from gensr_dagster.assets.metrics import metric_tables
+    from gensr_dagster.assets.restorers import candidate_samples
+    from gensr_dagster.partitions import SHARD_KEYS
+    from gensr_dagster.resources import ParamsResource
+
+    one_overrides = _project(tmp_path / "one", tmp_path / "models")
+    sharded_overrides = _project(tmp_path / "sharded", tmp_path / "models")
+    params = load_params(PARAMS, one_overrides)
+    assert shard_partitions(params) == len(SHARD_KEYS) >= 2
+    p = params.restorers.fm
+    model = FMRestorer.build(params.restorers.features.model_dump(), p.model.model_dump(), p.sampling.model_dump())
+    torch.nn.init.normal_(model.velocity.out.weight, std=0.05)  # a non-trivial field
+    model.save(tmp_path / "models/base/fm/restorer.pt")
+
+    sample_candidates(params, "fm")  # the reference: one process, every shard
+    score_candidates(params, "fm")
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance = dg.DagsterInstance.local_temp(str(home))
+    assert not instance.get_runs()  # creates the run storage before two processes race to
+    resources = {"params": ParamsResource(params_path=str(PARAMS), overrides=sharded_overrides)}
+    _materialize_shards_at_once("candidate_shards", home, sharded_overrides)
+    sampled = instance.get_runs()
+    assembled = dg.materialize([candidate_samples], partition_key="fm", resources=resources, instance=instance)
+    meta = assembled.asset_materializations_for_node("candidate_samples")[0].metadata
+    assert meta["shards_resumed"].value == 6  # the shard partitions sampled every resume shard; assembly sampled none
+    _materialize_shards_at_once("metric_shards", home, sharded_overrides)
+    scored = [r for r in instance.get_runs() if r.run_id not in {s.run_id for s in sampled} | {assembled.run_id}]
+    tables = dg.materialize([metric_tables], partition_key="fm", resources=resources, instance=instance)
+    assert tables.success
+
+    one, sharded = tmp_path / "one/data", tmp_path / "sharded/data"
+    manifest = Path("candidates/fm/manifest.parquet")
+    assert (one / manifest).read_bytes() == (sharded / manifest).read_bytes()
+    wavs = sorted(p.relative_to(one) for p in (one / "candidates/fm/wav").glob("*.wav"))
+    assert len(wavs) == 12 and all((one / w).read_bytes() == (sharded / w).read_bytes() for w in wavs)
+    table = Path("metrics/fm/metrics.parquet")
+    assert (one / table).read_bytes() == (sharded / table).read_bytes()
+    assert len(pd.read_parquet(sharded / table)) == 12 * 3
+    assert not (sharded / "metrics/fm/metrics.parquet.shards").exists()  # assembled, shard folder removed
+
+    for runs in (sampled, scored):
+        assert sorted(r.tags["dagster/partition"] for r in runs) == [f"fm|{k}" for k in SHARD_KEYS]
+        found = [_run_and_step(instance, r.run_id) for r in runs]
+        print("runs (run pid, step pid, window):", [(a, b, f"{w[0] % 1000:.1f}-{w[1] % 1000:.1f}") for a, b, w in found])
+        pids = [pid for run_pid, step_pid, _ in found for pid in (run_pid, step_pid)]
+        assert len(set(pids) | {os.getpid()}) == 2 * len(runs) + 1  # each run, and the executor's step in it, apart
+        assert max(w[0] for *_, w in found) < min(w[1] for *_, w in found)  # every shard run was running at once
