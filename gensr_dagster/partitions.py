@@ -23,6 +23,8 @@ def _shard_keys() -> list[str]:
 
 
 SHARD_KEYS = _shard_keys()
+# Dagster-only assets: shard partitions of a DVC stage's work (the asset they feed is the one that stage builds)
+SHARD_ASSETS = {"candidate_shards": "candidate_samples", "metric_shards": "metric_tables"}
 paradigm_shard_partitions = dg.MultiPartitionsDefinition({
     "paradigm": dg.StaticPartitionsDefinition(list(PARADIGMS)),
     "shard": dg.StaticPartitionsDefinition(SHARD_KEYS),
