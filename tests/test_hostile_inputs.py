@@ -399,8 +399,6 @@ def test_a_hostile_user_corpus_runs_through_the_pipeline_quarantining_every_bad_
     assert set(pairs.utt_id) <= pref
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 class 1 (trust nothing a header says) is /work/wt21a's: libsndfile "
-                   "reads a WAV cut inside its data as a shorter file; remove this mark when that check is merged")
 def test_a_wav_cut_inside_its_data_is_quarantined(tmp_path):
     import io
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from gensr.config.base import Block
+from gensr.config.cores import CoreCount
 
 # The metric names params may use (metrics.names, pairs.metrics/margins, single:<metric>). The config sits below
 # the metrics package, so it keeps the names only; gensr.metrics.registry implements exactly these, in this order
@@ -85,7 +86,8 @@ class MetricsParams(Block):
     max_length_diff_s: float = Field(
         ge=0, description="Largest |candidate - reference| duration (s) the reference metrics accept; beyond it they "
         "are NaN with the reason (they would trim both to the shorter one and score a part of the candidate).")
-    workers: int = Field(ge=1, description="Worker processes; each loads the models once.")
+    workers: CoreCount = Field(description="Worker processes, each loads the models once (`auto`: one per available "
+                               "core); the table does not depend on it.")
     shard_size: int = Field(gt=0, description="Clips per resumable shard.")
     max_nan_rate: float = Field(ge=0, le=1, description="Asset check: highest tolerated NaN fraction per metric.")
     score_inputs_split: Literal["train", "pref", "valid", "test", "dev"] = Field(

@@ -10,6 +10,7 @@ scorer's metrics only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Literal, Sequence
 
@@ -110,7 +111,16 @@ class Clip:
 
 
 def library_version(*packages: str) -> str:
-    return " ".join(f"{p}=={package_version(p)}" for p in packages)
+    return " ".join(f"{p}=={_installed_version(p)}" for p in packages)
+
+
+def _installed_version(package: str) -> str:
+    """The installed version, or "(not installed)": a missing non-default backend (speechbrain, whisper)
+    then fails at setup with MissingBackend and its install hint, not here with PackageNotFoundError."""
+    try:
+        return package_version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 class Scorer:

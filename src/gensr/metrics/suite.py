@@ -6,6 +6,10 @@
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
   `score_manifest_part` scores only the shards i with i % parts == part and leaves them there:
   one Dagster shard partition (docs/scaling.md).
+  Workers exit with the process that spawned them, so a stage killed with SIGKILL and rerun
+  writes the same bytes as one never interrupted (tests/test_crash_resume.py); a shard
+  partition removes only the temp files of its own shards, never those a partition running
+  beside it is writing.
 - An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
   the reason; a missing reference or transcript only blanks the metrics that need it; a
   reference gets the candidate's checks, and one that fails them or whose duration differs
@@ -34,7 +38,7 @@ import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
 from gensr.corpus.splits import in_split
-from gensr.storage import write_json, write_parquet
+from gensr.storage import remove_killed_writes, remove_killed_writes_of, write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -196,7 +200,27 @@ _WORKER: ShardScorer | None = None
 _WORKER_ERROR: str | None = None
 
 
+def _exit_with_parent() -> None:
+    """End this pool worker as soon as the process that spawned it dies. After a SIGKILL (or the
+    OOM killer) of the stage, a worker would otherwise wait for work forever with its models in
+    memory, or finish a queued shard into the folder a rerun is writing and cleaning."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # ready once the parent's end of the pipe closes, i.e. it exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(params_json: str) -> None:
+    _exit_with_parent()
     # one thread per worker: the workers are the parallelism, and results stay deterministic
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
@@ -328,6 +352,7 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
     check_names(params.names)
     out = Path(out)
     rows = manifest_rows(manifest)
+    remove_killed_writes(out.parent, out.name)
     shard_dir, shards, paths = _shard_plan(params, rows, out)
     pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
     workers = min(workers or params.workers, max(1, len(pending)))
@@ -370,8 +395,10 @@ def score_manifest_part(params, manifest, out: str | Path, part: int, parts: int
     check_names(params.names)
     out = Path(out)
     rows = manifest_rows(manifest)
-    _, shards, paths = _shard_plan(params, rows, out)
+    shard_dir, shards, paths = _shard_plan(params, rows, out)
     mine = [(shard, path) for i, (shard, path) in enumerate(zip(shards, paths)) if i % parts == part]
+    # a killed earlier run of this partition left temp files of its shards; the other partitions' stay theirs
+    remove_killed_writes_of(shard_dir, [path.name for _, path in mine])
     pending = [(shard, path) for shard, path in mine if not path.is_file()]
     workers = min(workers or params.workers, max(1, len(pending)))
     start = time.perf_counter()

@@ -7,8 +7,11 @@ every evaluation (seeded restorations of a held-out split) share:
 A shard is one batched `restore` call over `shard_clips` clips x N samples, written atomically
 as WAVs plus a shard table whose name carries a fingerprint of everything that decides its
 audio (checkpoint hash, sampling knobs, clip ids, seeds). A rerun skips finished shards; stale
-shards and orphan WAVs are removed. `restore_rows_part` runs only the shards i with
-i % parts == part and writes no manifest: one Dagster shard partition (docs/scaling.md).
+shards, orphan WAVs and the temp files of writes a kill interrupted are removed, so a run killed
+at any point and rerun leaves the same files as one never interrupted (tests/test_crash_resume.py).
+`restore_rows_part` runs only the shards i with i % parts == part and writes no manifest: one
+Dagster shard partition (docs/scaling.md); it removes only the temp files of its own shards' files,
+never those a partition running beside it is writing.
 
 Splits are read from the degraded corpus (`data/degraded`), except `confirm`, which lives in a
 corpus of its own (`data/confirm/degraded`) that only the final evaluation reads.
@@ -30,7 +33,7 @@ from tqdm import tqdm
 from gensr.config import Params
 from gensr.corpus.splits import CONFIRM, in_split
 from gensr.layout import confirm_degraded_manifest, degraded_manifest
-from gensr.storage import file_sha256, write_parquet
+from gensr.storage import file_sha256, remove_killed_writes, remove_killed_writes_of, write_parquet
 
 CANDIDATE_COLUMNS = [
     ("cand_id", pa.string()), ("deg_id", pa.string()), ("utt_id", pa.string()), ("paradigm", pa.string()),
@@ -136,6 +139,25 @@ class RestorePlan:
         """Unfinished shards i with i % parts == part (every unfinished shard by default)."""
         return [(s, p) for i, (s, p) in enumerate(zip(self.shards, self.paths)) if i % parts == part and not p.is_file()]
 
+    def remove_killed_writes(self, part: int = 0, parts: int = 1) -> None:
+        """Remove the temp files a kill inside an atomic write left in the job's folders. The whole job
+        (parts=1) removes every one, as an uninterrupted run leaves none; a shard partition only those of
+        its own shards' tables, WAVs and codes, since partitions beside it may be writing theirs."""
+        folders = (self.out_dir, self.shard_dir, self.out_dir / "wav", self.out_dir / "codes")
+        if parts == 1:
+            for folder in folders:
+                remove_killed_writes(folder)
+            return
+        mine = [(s, p) for i, (s, p) in enumerate(zip(self.shards, self.paths)) if i % parts == part]
+        names = [self._file_name(r, j) for s, _ in mine for r in s for j in range(self.n_candidates)]
+        remove_killed_writes_of(self.shard_dir, [p.name for _, p in mine])
+        remove_killed_writes_of(self.out_dir / "wav", [f"{n}.wav" for n in names])
+        remove_killed_writes_of(self.out_dir / "codes", [f"{n}.npy" for n in names])
+
+    def _file_name(self, r: dict, j: int) -> str:
+        """The file stem of candidate j of clip r (the clip's deg_id when the job has no candidate ids)."""
+        return f"{r['deg_id']}__c{j}" if self.candidate_ids else r["deg_id"]
+
     def run(self, pending: list[tuple[list[dict], Path]], desc: str, total: int | None = None) -> float:
         """Restore and write the `pending` shards; returns the seconds it took."""
         start = time.perf_counter()
@@ -170,7 +192,7 @@ class RestorePlan:
         records = []
         for b, r in enumerate(shard):
             for j in range(n_candidates):
-                name = f"{r['deg_id']}__c{j}" if self.candidate_ids else r["deg_id"]
+                name = self._file_name(r, j)
                 wav = out_dir / "wav" / f"{name}.wav"
                 write_wav(wav, out[b, j, : int(lengths[b])], sr)
                 codes_path = None
@@ -212,6 +234,7 @@ def restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dic
     """Restore `rows` (degraded clips under `deg_root`) with `checkpoint`, `n_candidates` seeded samples each."""
     plan = RestorePlan(params, paradigm, checkpoint, rows, deg_root, out_dir, n_candidates, seed_of, candidate_ids,
                        shard_clips, save_codes)
+    plan.remove_killed_writes()
     pending = plan.pending()
     seconds = plan.run(pending, desc)
     manifest, table = plan.assemble()
@@ -239,6 +262,7 @@ def restore_rows_part(params: Params, paradigm: str, checkpoint: Path, rows: lis
         raise ValueError(f"shard {part} is not one of 0..{parts - 1} (scaleout.shards={parts})")
     plan = RestorePlan(params, paradigm, checkpoint, rows, deg_root, out_dir, n_candidates, seed_of, candidate_ids,
                        shard_clips, save_codes)
+    plan.remove_killed_writes(part, parts)
     mine = [(s, p) for i, (s, p) in enumerate(zip(plan.shards, plan.paths)) if i % parts == part]
     pending = plan.pending(part, parts)
     seconds = plan.run(pending, f"{desc} [shard {part}/{parts}]", total=sum(len(s) for s, _ in mine))

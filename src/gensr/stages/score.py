@@ -41,12 +41,13 @@ def candidates_table(params: Params, paradigm: str) -> Path:
 
 def score_candidates(params: Params, paradigm: str) -> dict:
     """Score one paradigm's candidates against clean; returns the summary dict."""
-    from gensr.storage import write_json
+    from gensr.storage import remove_killed_writes, write_json
 
     manifest = candidates_manifest(params, paradigm)
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: candidates manifest not found; run `gensr sample --paradigm {paradigm}` first")
     out = candidates_table(params, paradigm)
+    remove_killed_writes(out.parent, "summary.json")
     long = score_manifest(params, manifest, out)
     summary = {**long.attrs["summary"], "paradigm": paradigm}
     write_json(summary, out.parent / "summary.json")
