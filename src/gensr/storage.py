@@ -69,6 +69,20 @@ def remove_killed_writes(folder: str | Path, name: str = "*") -> None:
             tmp.unlink()
 
 
+def remove_killed_writes_of(folder: str | Path, names: Iterable[str]) -> None:
+    """remove_killed_writes for the targets `names` only: what one process cleans of its own
+    interrupted writes while other processes write other targets into the same folder (one
+    Dagster shard partition beside another), whose live temp files must stay."""
+    folder = Path(folder)
+    names = set(names)
+    for tmp in folder.glob(".*.tmp*") if folder.is_dir() and names else ():
+        rest = tmp.name[1:]
+        # atomic_path names it .<target>.<random>.tmp<suffix>: some prefix ending before a '.' is the target
+        owned = any(rest[:k] in names and ".tmp" in rest[k:] for k in range(len(rest)) if rest[k] == ".")
+        if owned and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
 def save_torch(payload, path: str | Path) -> Path:
     """torch.save atomically and byte-reproducibly. Saved to a path, torch names the records inside
     the zip after the (here random, temporary) file name, so equal weights would hash differently;

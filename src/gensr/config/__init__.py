@@ -24,6 +24,7 @@ from gensr.config.models import RestorersParams, SampleParams, SpectralCodecPara
 from gensr.config.project import AudioParams, PathsParams
 from gensr.config.pseudo import PseudoLabelParams, SingingEvalParams
 from gensr.config.report import ReportParams
+from gensr.config.scaleout import ScaleoutParams
 from gensr.config.singing import SingingParams
 from gensr.config.voicefixer import VoicefixerParams
 
@@ -55,6 +56,7 @@ class Params(Block):
     pseudo_labels: PseudoLabelParams | None = None  # optional, as singing
     singing_eval: SingingEvalParams | None = None  # optional, as singing
     report: ReportParams | None = None  # optional, as singing (the demo page says which block is missing)
+    scaleout: ScaleoutParams | None = None  # optional: without it every fit runs in one process, one shard partition
 
     @model_validator(mode="after")
     def _own_seeds(self):
@@ -147,9 +149,26 @@ def params_from_dict(tree: Mapping[str, Any], source: str = "params", overrides=
     for key, value in parse_overrides(overrides).items():
         _set_dotted(tree, key, value, source)
     try:
-        return Params.model_validate(tree)
+        params = Params.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    uneven = uneven_batches(params)
+    if uneven:
+        raise ConfigError(f"{source}: invalid params\n  scaleout.trainer.devices: {params.scaleout.trainer.devices} must "
+                          f"divide every global batch size, and does not divide {uneven}")
+    return params
+
+
+def uneven_batches(params: Params) -> dict[str, int]:
+    """The batch sizes of Lightning fits that scaleout.trainer.devices does not divide (each rank takes batch / devices)."""
+    devices = params.scaleout.trainer.devices if params.scaleout is not None else 1
+    batches = {"codec.autoencoder.batch_size": params.codec.autoencoder.batch_size,
+               "codec.decoder_finetune.batch_size": params.codec.decoder_finetune.batch_size,
+               "ablation.budget.batch_size": params.ablation.budget.batch_size}
+    for p in ("ar", "mgm", "fm"):
+        batches[f"restorers.{p}.train.batch_size"] = getattr(params.restorers, p).train.batch_size
+        batches[f"dpo.{p}.batch_size"] = getattr(params.dpo, p).batch_size
+    return {k: v for k, v in batches.items() if v % devices}
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides=None) -> Params:

@@ -4,8 +4,12 @@
   scored by one worker (spawned processes that load every model once, one thread each) and
   written atomically to `<out>.shards/`; a rerun skips finished shards, then all shards are
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
+  `score_manifest_part` scores only the shards i with i % parts == part and leaves them there:
+  one Dagster shard partition (docs/scaling.md).
   Workers exit with the process that spawned them, so a stage killed with SIGKILL and rerun
-  writes the same bytes as one never interrupted (tests/test_crash_resume.py).
+  writes the same bytes as one never interrupted (tests/test_crash_resume.py); a shard
+  partition removes only the temp files of its own shards, never those a partition running
+  beside it is writing.
 - An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
   the reason; a missing reference or transcript only blanks the metrics that need it; a
   reference gets the candidate's checks, and one that fails them or whose duration differs
@@ -34,7 +38,7 @@ import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
 from gensr.corpus.splits import in_split
-from gensr.storage import remove_killed_writes, write_json, write_parquet
+from gensr.storage import remove_killed_writes, remove_killed_writes_of, write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -302,20 +306,8 @@ def _metrics_params(params) -> MetricsParams:
     return params.metrics if hasattr(params, "metrics") else params
 
 
-def score_manifest(params, manifest, out: str | Path, *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score every row of `manifest` (see manifest_rows) into the long Parquet `out` and
-    return it as a DataFrame; `.attrs["summary"]` holds NaN counts and timings.
-
-    `params` is the project Params or its `metrics` block. Resumable by shard."""
-    from tqdm import tqdm
-
-    from gensr.metrics.registry import check_names
-
-    params = _metrics_params(params)
-    check_names(params.names)
-    out = Path(out)
-    rows = manifest_rows(manifest)
-    remove_killed_writes(out.parent, out.name)
+def _shard_plan(params: MetricsParams, rows: list[dict], out: Path) -> tuple[Path, list[list[dict]], list[Path]]:
+    """(shard folder, shards, their files): the same for every process that scores `rows` into `out`."""
     shard_dir = out.parent / f"{out.name}.shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     # small jobs still use every worker; the layout depends only on params and the row count
@@ -323,13 +315,13 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
     shards = [rows[i : i + size] for i in range(0, len(rows), size)]
     paths = [shard_dir / _shard_name(i, shard, params) for i, shard in enumerate(shards)]
     for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
-        stale.unlink()  # shards of other inputs or params
-    pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
-    workers = min(workers or params.workers, max(1, len(pending)))
+        stale.unlink(missing_ok=True)  # shards of other inputs or params (another shard partition may race us)
+    return shard_dir, shards, paths
+
+
+def _score_pending(params: MetricsParams, pending: list[tuple[list[dict], Path]], workers: int, bar) -> dict[str, float]:
+    """Score and write the pending shards (in-process, or `workers` spawned processes); returns scorer seconds."""
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    done = len(rows) - sum(len(s) for s, _ in pending)
-    bar = tqdm(total=len(rows), initial=done, unit="clip", desc=f"scoring {out.name}", disable=not progress)
     if pending and workers == 1:
         scorer = ShardScorer(params)
         for shard, path in pending:
@@ -344,6 +336,30 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
             for future in as_completed(futures):
                 _add(seconds, future.result())
                 bar.update(futures[future])
+    return seconds
+
+
+def score_manifest(params, manifest, out: str | Path, *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score every row of `manifest` (see manifest_rows) into the long Parquet `out` and
+    return it as a DataFrame; `.attrs["summary"]` holds NaN counts and timings.
+
+    `params` is the project Params or its `metrics` block. Resumable by shard."""
+    from tqdm import tqdm
+
+    from gensr.metrics.registry import check_names
+
+    params = _metrics_params(params)
+    check_names(params.names)
+    out = Path(out)
+    rows = manifest_rows(manifest)
+    remove_killed_writes(out.parent, out.name)
+    shard_dir, shards, paths = _shard_plan(params, rows, out)
+    pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
+    workers = min(workers or params.workers, max(1, len(pending)))
+    start = time.perf_counter()
+    done = len(rows) - sum(len(s) for s, _ in pending)
+    bar = tqdm(total=len(rows), initial=done, unit="clip", desc=f"scoring {out.name}", disable=not progress)
+    seconds = _score_pending(params, pending, workers, bar)
     bar.close()
     table = pa.concat_tables([pq.read_table(p) for p in paths]) if paths else long_table([])
     table = table.cast(LONG_SCHEMA).sort_by([("clip_id", "ascending"), ("metric", "ascending")])
@@ -363,6 +379,45 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
         "metrics": summarize(frame),
     }
     return frame
+
+
+def score_manifest_part(params, manifest, out: str | Path, part: int, parts: int, *, workers: int | None = None,
+                        progress: bool = True) -> dict:
+    """Only the shards i with i % parts == part of `score_manifest(params, manifest, out)`, left in its shard folder
+    (no table): one Dagster shard partition. `score_manifest` afterwards finds them done and writes the same bytes."""
+    from tqdm import tqdm
+
+    from gensr.metrics.registry import check_names
+
+    if not 0 <= part < parts:
+        raise ValueError(f"shard {part} is not one of 0..{parts - 1} (scaleout.shards={parts})")
+    params = _metrics_params(params)
+    check_names(params.names)
+    out = Path(out)
+    rows = manifest_rows(manifest)
+    shard_dir, shards, paths = _shard_plan(params, rows, out)
+    mine = [(shard, path) for i, (shard, path) in enumerate(zip(shards, paths)) if i % parts == part]
+    # a killed earlier run of this partition left temp files of its shards; the other partitions' stay theirs
+    remove_killed_writes_of(shard_dir, [path.name for _, path in mine])
+    pending = [(shard, path) for shard, path in mine if not path.is_file()]
+    workers = min(workers or params.workers, max(1, len(pending)))
+    start = time.perf_counter()
+    total = sum(len(s) for s, _ in mine)
+    bar = tqdm(total=total, initial=total - sum(len(s) for s, _ in pending), unit="clip",
+               desc=f"scoring {out.name} [shard {part}/{parts}]", disable=not progress)
+    seconds = _score_pending(params, pending, workers, bar)
+    bar.close()
+    return {
+        "part": part,
+        "parts": parts,
+        "n_clips": total,
+        "shards": len(mine),
+        "shards_resumed": len(mine) - len(pending),
+        "shard_files": [str(p) for _, p in mine],
+        "workers": workers,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "scorer_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+    }
 
 
 def degraded_manifest(params) -> Path:

@@ -4,7 +4,8 @@
   <paths.data>/metrics/degraded_<split>.parquet (+ .json summary): the 'degraded input' row.
 - `score_candidates`: every candidate of <paths.data>/candidates/<paradigm>/manifest.parquet
   against its clean reference -> <paths.data>/metrics/<paradigm>/metrics.parquet (+ summary.json),
-  the table the preference pairs are built from.
+  the table the preference pairs are built from. `score_candidates_part` scores one Dagster shard
+  partition of it into the resume shards, which `score_candidates` then assembles.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ def score_candidates(params: Params, paradigm: str) -> dict:
     summary = {**long.attrs["summary"], "paradigm": paradigm}
     write_json(summary, out.parent / "summary.json")
     return summary
+
+
+def score_candidates_part(params: Params, paradigm: str, part: int, parts: int | None = None) -> dict:
+    """Shard partition `part` of `parts` (default scaleout.shards) of `score_candidates`: its resume shards i with
+    i % parts == part, left in the shard folder; `score_candidates` then writes the table one run writes."""
+    from gensr.metrics.suite import score_manifest_part
+    from gensr.stages.sample import shard_partitions
+
+    manifest = candidates_manifest(params, paradigm)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: candidates manifest not found; run `gensr sample --paradigm {paradigm}` first")
+    parts = parts if parts is not None else shard_partitions(params)
+    return {**score_manifest_part(params, manifest, candidates_table(params, paradigm), part, parts),
+            "paradigm": paradigm}
 
 
 def _audio_files(root: Path, flag: str) -> dict[str, Path]:
