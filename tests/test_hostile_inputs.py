@@ -304,7 +304,7 @@ GOOD = {  # relative path -> (speaker, rate, channels, subtype): rates and forma
 }
 BAD = {  # relative path -> the reason code the corpus quarantine must give
     "bad/cut_in_header.wav": "unreadable", "bad/silence.wav": "silent", "bad/not_audio.wav": "unreadable",
-    "bad/wrong_rate.wav": "too_long", "bad/too_short.wav": "too_short", "bad/empty.wav": "empty_file",
+    "bad/wrong_rate.wav": "implausible_header", "bad/too_short.wav": "too_short", "bad/empty.wav": "empty_file",
     "bad/nan.wav": "non_finite", "bad/absent.wav": "missing",
 }
 
