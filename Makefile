@@ -2,7 +2,29 @@
 # virtualenv in .venv; reinstalling happens only when pyproject.toml or constraints.txt change.
 SHELL := /bin/bash
 PYTHON ?= python3
+
+# STACK=cpu (default): torch's CPU-only build 2.13.0+cpu, no nvidia-* wheels, no triton; about 2.5 GB.
+#   openai-whisper is installed with --no-deps: its one other requirement is triton (GPU kernels only).
+#   torch 2.13.0+cpu is not on PyPI: pip finds it where its own config points (this machine's find-links
+#   folder), or on PyTorch's CPU wheel index given as PIP_EXTRA_INDEX_URL.
+# STACK=cuda: the CUDA build of torch 2.14.1 with torchaudio and speechbrain (the ECAPA speaker backend)
+#   in .venv-cuda, with constraints-cuda.txt; about 7 GB. `make test STACK=cuda` also runs the ECAPA tests.
+STACK ?= cpu
+ifeq ($(STACK),cuda)
+VENV := .venv-cuda
+CONSTRAINTS := constraints-cuda.txt
+EXTRAS := dev,whisper,ecapa
+NO_DEPS :=
+# tests/test_install.py asserts a CUDA-free venv unless this is set
+export GENSR_ALLOW_CUDA := 1
+else ifeq ($(STACK),cpu)
 VENV := .venv
+CONSTRAINTS := constraints.txt
+EXTRAS := dev
+NO_DEPS := openai-whisper
+else
+$(error STACK=$(STACK): use STACK=cpu (the default) or STACK=cuda)
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gensr-installed
 
@@ -21,30 +43,49 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 setup: $(STAMP)
 
-# A first install peaked at 7.3 GB of new disk use (2026-12-05); below MIN_FREE_MB it stops
-# before pip starts instead of failing with ENOSPC minutes in. MIN_FREE_MB=0 skips the check.
+# Disk of a first install (2026-12-05): STACK=cuda peaked at 7.3 GB of new disk use; the STACK=cpu venv is 2.5 GB
+# (its peak was not measured: 3000 leaves some margin). Below MIN_FREE_MB it stops before pip starts instead of
+# failing with ENOSPC minutes in. MIN_FREE_MB=0 skips the check.
+ifeq ($(STACK),cuda)
 MIN_FREE_MB ?= 7000
+else
+MIN_FREE_MB ?= 3000
+endif
+PIP := $(BIN)/pip --disable-pip-version-check
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@if [ "$(STACK)" = cpu ] && compgen -G "$(VENV)/lib/python*/site-packages/nvidia*" > /dev/null; then \
+	  echo "$(VENV) holds the former CUDA stack (nvidia-* wheels): removing it to build the CPU-only one"; \
+	  rm -rf $(VENV); \
+	fi
 	@if ! compgen -G "$(VENV)/lib/python*/site-packages/torch" > /dev/null; then \
 	  free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
 	  if [ "$$free" -lt "$(MIN_FREE_MB)" ]; then \
-	    echo "error: the first install into $(VENV) needs about 7.3 GB of disk, and $$(df -P . | awk 'NR==2 {print $$6}')" \
+	    echo "error: the first install into $(VENV) needs about $$(( $(MIN_FREE_MB) / 1000 )) GB of disk, and $$(df -P . | awk 'NR==2 {print $$6}')" \
 	         "has $$free MB free (MIN_FREE_MB=$(MIN_FREE_MB)); free some space, or run with MIN_FREE_MB=0 to try anyway" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing the pinned stack into $(VENV) (first time: a few minutes)"
+	@echo "installing the pinned $(STACK) stack into $(VENV) (first time: a few minutes)"
 	@start=$$(date +%s); \
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" \
-	  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) && \
+	{ $(PIP) install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]" $(PIP_QUIET) || \
+	  { [ "$(STACK)" = cuda ] || echo "pip failed. If it found no torch==2.13.0+cpu: point PIP_EXTRA_INDEX_URL" \
+	      "at PyTorch's CPU wheel index (or PIP_FIND_LINKS at a folder with that wheel), or use STACK=cuda" >&2; \
+	    exit 1; }; } && \
+	{ [ -z "$(NO_DEPS)" ] || $(PIP) install --quiet --no-deps -c $(CONSTRAINTS) $(NO_DEPS) $(PIP_QUIET); } && \
 	echo "install took $$(( $$(date +%s) - start )) s; venv size $$(du -sh $(VENV) | cut -f1)"
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	@touch $(STAMP)
 
+# After `dvc repro`, the Dagster UI is told what DVC built (gensr dagster-sync: runless materializations with
+# metadata, md5s and data versions, plus the asset checks' results). Not a DVC stage: it writes only Dagster's
+# store in $(DAGSTER_HOME), which DVC cannot track, and it reports nothing when nothing changed, so a no-op
+# `dvc repro` stays a no-op and a wiped .dagster_home is refilled by the next sync.
 demo: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/gensr dagster-sync
 	@echo ""
 	@echo "demo page:   $(CURDIR)/reports/demo/index.html (opens from disk)"
 	@echo "ablation:    $(CURDIR)/reports/ablation.md and reports/ablation.png"
@@ -59,6 +100,7 @@ bench: $(STAMP)  ## make bench BENCH="metrics sampling dpo"
 	$(BIN)/python -m benchmarks $(BENCH)
 
 dagster: $(STAMP)
+	@test ! -f dvc.lock || $(BIN)/gensr dagster-sync
 	$(BIN)/dagster dev -h 127.0.0.1
 
 # The UI opens experiments in the model-training view only with ?workflowType=machine_learning (MLflow 3
@@ -80,5 +122,5 @@ mlflow-ui: $(STAMP)
 	fi; \
 	wait $$pid
 
-clean-venv:
+clean-venv:  ## the venv of STACK (default .venv; STACK=cuda: .venv-cuda)
 	rm -rf $(VENV)

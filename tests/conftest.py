@@ -36,7 +36,12 @@ def pytest_configure(config):
 def _make_speechbrain_lazy_modules_inspectable() -> None:
     """Once the ECAPA tests import speechbrain, its LazyModule stubs (e.g. for the absent k2)
     raise ImportError on `getattr(module, "__file__", None)`. Hypothesis scans sys.modules that
-    way, so every property test after them would fail. Dunder lookups become AttributeError."""
+    way, so every property test after them would fail. Dunder lookups become AttributeError.
+    speechbrain is in the `ecapa` extra only (`make setup STACK=cuda`): without it there is nothing to patch."""
+    import importlib.util
+
+    if importlib.util.find_spec("speechbrain") is None:
+        return
     from speechbrain.utils import importutils
 
     original = importutils.LazyModule.__getattr__

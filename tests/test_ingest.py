@@ -52,6 +52,7 @@ BAD = {  # name: reason code
     "notes.wav": "unreadable",
     "random_bytes.flac": "unreadable",
     "no_samples.wav": "no_samples",
+    ".hidden.wav": "hidden",  # not read, but listed: no entry of the folder vanishes
 }
 
 

@@ -14,8 +14,10 @@ EXPECTED_ASSETS = {
     "degraded_corpus": {"clean_corpus"},
     "codec_checkpoint": {"clean_corpus", "degraded_corpus"},
     "base_checkpoints": {"codec_checkpoint", "degraded_corpus"},
-    "candidate_samples": {"base_checkpoints"},
-    "metric_tables": {"candidate_samples", "degraded_corpus"},
+    "candidate_shards": {"base_checkpoints"},
+    "candidate_samples": {"base_checkpoints", "candidate_shards"},
+    "metric_shards": {"candidate_samples"},
+    "metric_tables": {"candidate_samples", "degraded_corpus", "metric_shards"},
     "preference_pairs": {"metric_tables"},
     "aligned_checkpoints": {"base_checkpoints", "preference_pairs"},
     "evaluation": {"aligned_checkpoints"},
@@ -33,6 +35,7 @@ EXPECTED_ASSETS = {
 PARTITIONED = {"base_checkpoints", "candidate_samples", "metric_tables", "preference_pairs",
                "aligned_checkpoints", "evaluation", "base_evaluation"}
 MULTI_PARTITIONED = {"ablation"}  # paradigm x strategy
+SHARD_PARTITIONED = {"candidate_shards", "metric_shards"}  # paradigm x shard (scaleout.shards)
 
 
 def _graph():
@@ -62,8 +65,32 @@ def test_paradigm_assets_are_partitioned_by_paradigm():
             from gensr.config import load_params
 
             assert dims["strategy"] == set(load_params(ROOT / "params.yaml").ablation.strategies)
+        elif key.to_user_string() in SHARD_PARTITIONED:
+            from gensr.config import load_params
+
+            dims = {d.name: d.partitions_def.get_partition_keys() for d in part.partitions_defs}
+            shards = load_params(ROOT / "params.yaml").scaleout.shards
+            assert dims == {"paradigm": ["ar", "mgm", "fm"], "shard": [str(i) for i in range(shards)]}, key
         else:
             assert part is None, key
+
+
+def test_paradigm_partitions_stand_on_all_their_shard_partitions():
+    """candidate_samples[fm] depends on candidate_shards[fm|0..], and candidate_shards[fm|k] on base_checkpoints[fm]."""
+    import dagster as dg
+
+    graph = _graph()
+    for child, parent in (("candidate_shards", "base_checkpoints"), ("candidate_samples", "candidate_shards"),
+                          ("metric_shards", "candidate_samples"), ("metric_tables", "metric_shards")):
+        mapping = graph.get_partition_mapping(dg.AssetKey(child), dg.AssetKey(parent))
+        assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping), (child, parent, mapping)
+    shards = graph.get(dg.AssetKey("candidate_shards")).partitions_def
+    samples = graph.get(dg.AssetKey("candidate_samples")).partitions_def
+    mapping = graph.get_partition_mapping(dg.AssetKey("candidate_samples"), dg.AssetKey("candidate_shards"))
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        samples.subset_with_partition_keys(["fm"]), samples, shards).partitions_subset.get_partition_keys()
+    shard_keys = next(d.partitions_def for d in shards.partitions_defs if d.name == "shard").get_partition_keys()
+    assert len(shard_keys) >= 2 and sorted(str(k) for k in upstream) == [f"fm|{k}" for k in shard_keys]
 
 
 def test_every_asset_check_targets_a_known_asset():

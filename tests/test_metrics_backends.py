@@ -24,6 +24,11 @@ def speechlike(seconds=1.5, seed=0) -> np.ndarray:
     return (0.3 * envelope * np.sin(2 * np.pi * (120 + 40 * seed) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
+# The default install (make setup) is CPU-only and has no speechbrain: speechbrain imports torchaudio, whose
+# compiled files load only beside the CUDA build of torch. `make test STACK=cuda` runs the ECAPA tests.
+NO_SPEECHBRAIN = "speechbrain is in the `ecapa` extra, not the CPU-only default install: run `make test STACK=cuda`"
+
+
 @pytest.fixture(scope="module")
 def whisper_checkpoint(tmp_path_factory):
     """A random-init tiny Whisper saved the way openai-whisper's checkpoints are."""
@@ -101,6 +106,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 @pytest.fixture(scope="module")
 def ecapa_folder(tmp_path_factory):
     """A small random-init ECAPA in the layout of speechbrain/spkrec-ecapa-voxceleb."""
+    pytest.importorskip("speechbrain", reason=NO_SPEECHBRAIN)
     import torch
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 
@@ -144,6 +150,23 @@ def test_ecapa_hub_id_fails_fast_offline(monkeypatch, tmp_path):
     with pytest.raises(MissingWeights, match="metrics.speaker.ecapa_source"):
         load_ecapa(params)
     assert time.perf_counter() - start < 1.0
+
+
+def test_ecapa_without_speechbrain_names_the_param_and_the_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("speechbrain") is not None:
+        pytest.skip("speechbrain is installed (the STACK=cuda venv)")
+    from gensr.metrics.asr import MissingBackend
+    from gensr.metrics.speaker import SpeakerCosine
+
+    (tmp_path / "src").mkdir()
+    params = metrics_params(["metrics.speaker.backend=ecapa", f"metrics.speaker.ecapa_source={tmp_path / 'src'}",
+                             f"metrics.speaker.ecapa_savedir={tmp_path / 'saved'}"]).speaker
+    scorer = SpeakerCosine(params)
+    assert "speechbrain==(not installed)" in scorer.infos[0].version
+    with pytest.raises(MissingBackend, match=r"metrics\.speaker\.backend=ecapa.*STACK=cuda"):
+        scorer.setup()
 
 
 def test_suite_stops_with_the_param_when_weights_are_missing(monkeypatch, tmp_path):

@@ -190,22 +190,22 @@ def test_cli_scores_a_folder_of_files(corpus, tmp_path):
 
     root, manifest, _ = corpus
     test = manifest[manifest.split == "test"].sort_values("utt_id").head(3)
-    candidates = tmp_path / "cands" / "sub"
+    candidates = tmp_path / "cands" / "wav"  # matched by relative path: cands/wav/x.wav <-> clean/wav/x.wav
     candidates.mkdir(parents=True)
     for r in test.itertuples():
         clean = sf.read(root / "clean" / r.path, dtype="float32")[0]
         sf.write(candidates / f"{r.utt_id}.wav", white_noise_at(clean, 10.0, 0), 16000, subtype="FLOAT")
     transcripts = tmp_path / "t.jsonl"
-    transcripts.write_text("".join(json.dumps({"clip_id": f"sub/{r.utt_id}", "text": r.text}) + "\n" for r in test.itertuples()))
+    transcripts.write_text("".join(json.dumps({"clip_id": f"wav/{r.utt_id}", "text": r.text}) + "\n" for r in test.itertuples()))
     out = tmp_path / "scores.parquet"
     result = CliRunner().invoke(app, [
-        "score", "--candidates", str(tmp_path / "cands"), "--references", str(root / "clean" / "wav"),
+        "score", "--candidates", str(tmp_path / "cands"), "--references", str(root / "clean"),
         "--out", str(out), "--transcripts", str(transcripts), "-p", str(PARAMS),
         "-S", "metrics.names=[si_sdr,mel_distance,wer]", "-S", "metrics.workers=1",
     ])
     assert result.exit_code == 0, result.output
     long = pd.read_parquet(out)
-    assert sorted(long.clip_id.unique()) == sorted(f"sub/{u}" for u in test.utt_id)
+    assert sorted(long.clip_id.unique()) == sorted(f"wav/{u}" for u in test.utt_id)
     assert long.value.notna().all()
     si_sdr = long[long.metric == "si_sdr"].value
     assert np.allclose(si_sdr, 10.0, atol=0.1)  # white noise added at exactly 10 dB

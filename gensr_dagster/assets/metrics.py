@@ -1,5 +1,6 @@
 """Asset `metric_tables` per paradigm (candidates and degraded inputs scored against clean)
-and its NaN-rate check."""
+and its NaN-rate check, and `metric_shards` (paradigm x shard): one shard partition of the
+candidates' scoring each, which metric_tables assembles (scoring any shard still missing itself)."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from gensr.config.align import PARADIGMS
+from gensr_dagster.partitions import paradigm_shard_partitions, shard_of
 from gensr_dagster.resources import ParamsResource
 
 paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
@@ -29,7 +31,30 @@ def _summary_md(summary: dict) -> str:
 
 
 @dg.asset(
-    deps=["degraded_corpus", "candidate_samples"],
+    deps=["candidate_samples"],
+    partitions_def=paradigm_shard_partitions,
+    group_name="metrics",
+    description="One shard partition of the candidates' metric table: the resume shards i with "
+    "i % scaleout.shards == shard, scored into <table>.shards/ (metric_tables concatenates them).",
+)
+def metric_shards(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
+    from gensr.stages.score import score_candidates_part
+
+    cfg = params.load()
+    paradigm, part, parts = shard_of(context, cfg)
+    s = score_candidates_part(cfg, paradigm, part, parts)
+    return dg.MaterializeResult(metadata={
+        "clips": s["n_clips"],
+        "resume_shards": s["shards"],
+        "shards_resumed": s["shards_resumed"],
+        "workers": s["workers"],
+        "wall_seconds": dg.MetadataValue.float(float(s["wall_seconds"])),
+        "scorer_seconds": dg.MetadataValue.json(s["scorer_seconds"]),
+    })
+
+
+@dg.asset(
+    deps=["degraded_corpus", "candidate_samples", metric_shards],
     partitions_def=paradigm_partitions,
     group_name="metrics",
     description="Long metric tables (clip x metric: value, reason, backend, version): the paradigm's "

@@ -1,6 +1,9 @@
-"""Assets `codec_checkpoint`, `base_checkpoints` and `candidate_samples` over gensr.stages.restorers/sample.
+"""Assets `codec_checkpoint`, `base_checkpoints`, `candidate_shards` and `candidate_samples` over
+gensr.stages.restorers/sample.
 
-The two restorer assets are partitioned by paradigm (ar, mgm, fm); the codec is shared.
+The restorer assets are partitioned by paradigm (ar, mgm, fm); the codec is shared. `candidate_shards` is
+partitioned paradigm x shard (scaleout.shards): each shard partition samples its share of the resume shards,
+and `candidate_samples` assembles the manifest (sampling any shard still missing itself).
 """
 
 
@@ -11,6 +14,7 @@ import dagster as dg
 from gensr.models.registry import PARADIGMS
 from gensr.stages import restorers as stage
 from gensr.stages import sample as sampling
+from gensr_dagster.partitions import paradigm_shard_partitions, shard_of
 from gensr_dagster.resources import ParamsResource
 
 paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
@@ -83,7 +87,26 @@ def base_beats_degraded(context: dg.AssetCheckExecutionContext, params: ParamsRe
                                metadata={"verdicts": dg.MetadataValue.json(verdicts)})
 
 
-@dg.asset(deps=[base_checkpoints], partitions_def=paradigm_partitions, group_name="restorers",
+@dg.asset(deps=[base_checkpoints], partitions_def=paradigm_shard_partitions,
+          group_name="restorers",
+          description="One shard partition of candidate_samples: the resume shards i with i % scaleout.shards == shard "
+                      "(WAVs + shard tables, no manifest).")
+def candidate_shards(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
+    cfg = params.load()
+    paradigm, part, parts = shard_of(context, cfg)
+    s = sampling.sample_candidates_part(cfg, paradigm, part, parts)
+    return dg.MaterializeResult(metadata={
+        "clips": s["n_clips"],
+        "candidates_per_clip": s["n_candidates"],
+        "resume_shards": s["shards"],
+        "shards_resumed": s["shards_resumed"],
+        "sampling_seconds": dg.MetadataValue.float(s["seconds"]),
+        "shard_files": dg.MetadataValue.json([Path(f).name for f in s["shard_files"]]),
+    })
+
+
+@dg.asset(deps=[base_checkpoints, candidate_shards],
+          partitions_def=paradigm_partitions, group_name="restorers",
           description="N seeded candidates per degraded train clip of the pair subset, per paradigm.")
 def candidate_samples(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
     cfg = params.load()

@@ -49,6 +49,11 @@ TAG_GIT_SHA = "gensr.git_sha"
 TAG_DATA_HASH = "gensr.data_hash"
 TAG_DAGSTER_RUN = "gensr.dagster_run_id"
 TAG_STAGE = "gensr.stage"
+# A run that wrote a checkpoint carries the file's sha256 (and the file, under checkpoint/); a run that starts from a
+# checkpoint (DPO from its base) finds the run that made it by that sha256 and names it in TAG_BASE_RUN.
+TAG_CHECKPOINT = "gensr.checkpoint_sha256"
+TAG_BASE_RUN = "gensr.base_run_id"
+CHECKPOINT_ARTIFACTS = "checkpoint"
 
 
 def tracking_uri(mlruns_dir: str | Path) -> str:
@@ -218,6 +223,79 @@ def experiment_url(mlruns_dir: str | Path, kind: str) -> str:
         return ui_url()
     exp = configure(mlruns_dir).get_experiment_by_name(name)
     return ui_url(exp.experiment_id) if exp is not None else ui_url()
+
+
+def log_checkpoint(mlruns_dir: str | Path, run_id: str, checkpoint: str | Path) -> str:
+    """Log `checkpoint` as an artifact of the run (checkpoint/<file name>) and tag the run with its sha256."""
+    from gensr.storage import file_sha256
+
+    client = configure(mlruns_dir).MlflowClient()
+    sha = file_sha256(checkpoint)
+    client.log_artifact(run_id, str(checkpoint), CHECKPOINT_ARTIFACTS)
+    client.set_tag(run_id, TAG_CHECKPOINT, sha)
+    return sha
+
+
+def find_checkpoint_run(mlruns_dir: str | Path, checkpoint: str | Path):
+    """The live run that wrote `checkpoint`, found by the file's sha256, or None.
+
+    First the newest run tagged with that sha256 (`log_checkpoint`); else, for runs made before checkpoints were
+    tagged, the run named by the summary.json beside the checkpoint when that summary records the same sha256."""
+    import json
+    import re
+
+    from gensr.storage import file_sha256
+
+    sha = file_sha256(checkpoint)
+    client = configure(mlruns_dir).MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if experiments:
+        found = client.search_runs(experiments, f"tags.`{TAG_CHECKPOINT}` = '{sha}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            return found[0]
+    summary = Path(checkpoint).parent / "summary.json"
+    try:
+        recorded = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("checkpoint_sha256") != sha:
+        return None
+    run_id = recorded.get("mlflow_run_id")
+    if not run_id:
+        match = re.search(r"/runs/([0-9a-f]{32})", str(recorded.get("mlflow_url", "")))
+        run_id = match.group(1) if match else None
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:  # a summary from another store
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
+
+
+def link_base_run(mlruns_dir: str | Path, run_id: str, base_checkpoint: str | Path) -> str | None:
+    """Name the run that trained `base_checkpoint` on run `run_id`: the TAG_BASE_RUN tag and a line with a link in
+    its description. Returns the base run's id, or None when this store holds no run of that checkpoint (the
+    description then says so)."""
+    from gensr.storage import file_sha256
+
+    client = configure(mlruns_dir).MlflowClient()
+    base = find_checkpoint_run(mlruns_dir, base_checkpoint)
+    sha = file_sha256(base_checkpoint)[:12]
+    if base is None:
+        line = f"Starts from `{base_checkpoint}` (sha256 {sha}…); no run of this store wrote that checkpoint."
+    else:
+        client.set_tag(run_id, TAG_BASE_RUN, base.info.run_id)
+        experiment = client.get_experiment(base.info.experiment_id).name
+        line = (f"Starts from `{base_checkpoint}` (sha256 {sha}…), trained in run "
+                f"[{base.info.run_name or base.info.run_id}]({ui_url(base.info.experiment_id, base.info.run_id)}) "
+                f"of `{experiment}`.")
+    note = client.get_run(run_id).data.tags.get(NOTE_TAG)
+    client.set_tag(run_id, NOTE_TAG, f"{note}\n\n{line}" if note else line)
+    return None if base is None else base.info.run_id
 
 
 def lightning_logger(mlruns_dir: str | Path, run):

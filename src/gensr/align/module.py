@@ -84,6 +84,11 @@ class DPOModule(L.LightningModule):
     def reference(self) -> torch.nn.Module:
         return self._reference[0]
 
+    def on_fit_start(self) -> None:
+        # the reference is not a registered submodule, so Lightning does not move it to the fit's device
+        if self.reference is not None:
+            self.reference.to(self.device)
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Dropout would make policy and reference disagree at step 0; DPO trains the deterministic model.
         self.policy.eval()
@@ -125,15 +130,16 @@ class DPOModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, diag = self._step(batch, self._seeds(batch))
         bs = batch["degraded"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/{k}": v for k, v in diag.items()}, batch_size=bs)
+        # sync_dist: with several processes every logged value is the mean over ranks (the global batch's)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log_dict({f"train/{k}": v for k, v in diag.items()}, batch_size=bs, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, diag = self._step(batch, batch["seed"])
         bs = batch["degraded"].shape[0]
-        self.log("val/loss", loss, batch_size=bs)
-        self.log_dict({f"val/{k}": v for k, v in diag.items()}, batch_size=bs, prog_bar=False)
+        self.log("val/loss", loss, batch_size=bs, sync_dist=True)
+        self.log_dict({f"val/{k}": v for k, v in diag.items()}, batch_size=bs, prog_bar=False, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.policy.trainable_parameters(), lr=self.hparams.lr,

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pyarrow as pa
 import torch
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 from gensr.align.data import PairTensors, longest_pair_seconds, score_pairs
 from gensr.align.loss import dpo_loss
 from gensr.align.module import DPOModule
+from gensr.config.scaleout import TrainerParams
 from gensr.storage import file_sha256, write_json, write_parquet
 
 CACHED_PARADIGMS = ("ar", "mgm")  # their reference score needs no fresh randomness per step
@@ -88,10 +90,54 @@ def pair_accuracy(policy, reference, data: PairTensors, settings: DPOSettings) -
     return out
 
 
-def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: DPOSettings, logger=None) -> DPOModule:
+class PairBatches(L.LightningDataModule):
+    """Seeded shuffled batches of the train pairs, and the held-out pairs in order.
+
+    With several processes each rank takes its rows of every global batch (RankBatches): the
+    batches one process would draw, split, so the ranks' averaged gradient is the one-process one.
+    """
+
+    def __init__(self, train: PairTensors, heldout: PairTensors, settings: DPOSettings):
+        super().__init__()
+        self.train, self.heldout, self.settings = train, heldout, settings
+
+    def train_dataloader(self) -> DataLoader:
+        from torch.utils.data import BatchSampler, RandomSampler
+
+        from gensr.train.distributed import RankBatches
+
+        s, world = self.settings, self.trainer.world_size
+        drop_last = len(self.train) > s.batch_size
+        generator = torch.Generator().manual_seed(s.seed)
+        if world == 1:
+            return DataLoader(self.train, batch_size=s.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        # the same sampler chain as shuffle=True above; the loader draws its base seed from the same generator
+        batches = BatchSampler(RandomSampler(self.train, generator=generator), s.batch_size, drop_last)
+        return DataLoader(self.train, batch_sampler=RankBatches(batches, self.trainer.global_rank, world),
+                          generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.heldout, batch_size=self.settings.ref_batch_size)
+
+
+class SaveAtTrainEnd(L.Callback):
+    """The Lightning checkpoint (policy + optimizer) written from inside the fit: with spawned processes the caller
+    gets the weights back but not the optimizer state."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; rank 0 writes
+
+
+def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: DPOSettings, logger=None,
+        trainer: TrainerParams | None = None, checkpoint: Path | None = None) -> DPOModule:
+    """DPO (or the SFT control) on `trainer`'s devices (None = one CPU process); with several devices, `checkpoint`
+    is where the Lightning checkpoint is written (one process: the caller saves it with module.trainer_ref)."""
     import warnings
 
-    import lightning as L
+    from gensr.train.distributed import rank_callbacks, trainer_kwargs
 
     # the policy is in eval mode on purpose (no dropout in DPO); Lightning warns about it
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -101,24 +147,27 @@ def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: D
                        sft_weight=settings.sft_weight, sft_target=settings.sft_target,
                        reference_mode=settings.reference_mode, trainable=settings.trainable,
                        objective=settings.objective)
-    loader = DataLoader(train, batch_size=settings.batch_size, shuffle=True, drop_last=len(train) > settings.batch_size,
-                        generator=torch.Generator().manual_seed(settings.seed))
-    val = DataLoader(heldout, batch_size=settings.ref_batch_size) if len(heldout) else None
+    devices = trainer_kwargs(trainer)
+    callbacks = rank_callbacks(trainer, settings.seed)
+    if checkpoint is not None and devices["devices"] > 1:
+        callbacks.append(SaveAtTrainEnd(checkpoint))
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=settings.steps, logger=logger if logger is not None else False,
+        **devices, max_steps=settings.steps, logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         gradient_clip_val=settings.grad_clip, log_every_n_steps=max(1, min(5, settings.steps)),
         check_val_every_n_epoch=None, val_check_interval=min(settings.val_every_steps, settings.steps),
-        limit_val_batches=1.0 if val is not None else 0, enable_progress_bar=True,
+        limit_val_batches=1.0 if len(heldout) else 0, enable_progress_bar=True, callbacks=callbacks,
     )
-    trainer.fit(module, loader, val)
+    trainer.fit(module, datamodule=PairBatches(train, heldout, settings))
     module.trainer_ref = trainer  # kept for save_checkpoint; not an nn.Module attribute
     return module
 
 
 def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_checkpoint: Path,
-            settings: DPOSettings, out_dir: Path, run=None, mlruns_dir: Path | None = None) -> dict:
-    """Train, save and (when `run` is an active MLflow run) log one DPO run; returns the summary."""
+            settings: DPOSettings, out_dir: Path, run=None, mlruns_dir: Path | None = None,
+            trainer: TrainerParams | None = None) -> dict:
+    """Train (on `trainer`'s devices; None = one CPU process), save and (when `run` is an active MLflow run) log one
+    DPO run; returns the summary."""
     start = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(pairs) == 0:
@@ -155,13 +204,16 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
         # fewer draws while training only; the held-out accuracy below uses the model's own setting
         own_draws = policy.score_draws
         policy.score_draws = reference.score_draws = settings.score_draws
-    module = fit(policy, reference, train, heldout, settings, logger)
+    module = fit(policy, reference, train, heldout, settings, logger, trainer, out_dir / "dpo.ckpt")
     if draws:
         policy.score_draws = reference.score_draws = own_draws
     policy.eval()
     after = pair_accuracy(policy, reference, heldout, settings) if dpo else {}
     train_diag = {k: float(v) for k, v in module.trainer_ref.callback_metrics.items() if k.startswith("train/")}
-    module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt")
+    if module.trainer_ref.world_size == 1:  # several processes: SaveAtTrainEnd wrote it inside the fit
+        # weights_only=False saves the optimiser and loop state too (the file still loads with torch.load(weights_only=True);
+        # tests/test_align.py reads it so); left unset, Lightning logs "`weights_only` was not set, defaulting to `False`"
+        module.trainer_ref.save_checkpoint(out_dir / "dpo.ckpt", weights_only=False)
     policy.save(out_dir / "restorer.pt", extra={"aligned_from": str(base_checkpoint), "pairs": str(pairs_path),
                                                 "pairs_sha256": file_sha256(pairs_path),
                                                 "dpo": settings.__dict__})

@@ -46,14 +46,18 @@ def pairs_export_command(
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
-    """Export a pair table as a publishable dataset folder."""
+    """Export a pair table as a publishable dataset folder.
+
+    Exits 2 with one line, writing nothing, when the table cannot be exported as it is (missing,
+    an id that is no file name, a missing audio file)."""
     from gensr.stages.pairs import export_pairs
 
     cfg = load(params, set_)
     try:
         summary = export_pairs(cfg, paradigm, strategy, out)
     except (FileNotFoundError, ValueError) as err:
-        _fail(err)
+        typer.echo(f"error: {err}".replace("\n", " "), err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(summary))
 
 

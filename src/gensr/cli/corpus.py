@@ -26,9 +26,9 @@ def corpus_command(
     start = time.perf_counter()
     try:
         summary = build_clean_corpus(cfg, out)
-    except (ManifestError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    except (ManifestError, FileNotFoundError, ValueError) as err:  # the user's corpus or params: exit 2, one line
+        typer.echo(f"error: {err}".replace("\n", " "), err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"{summary['n_utterances']} utterances ({summary['total_hours']:.3f} h), {summary['n_speakers']} speakers, "
         f"source {summary['source']}, into {out}; quarantined {summary['n_quarantined']}; "
@@ -47,8 +47,10 @@ def ingest_command(
 ) -> None:
     """Convert every usable file to 16 kHz mono float WAV; quarantine the rest with a reason.
 
-    Exits 0 when it finished, whatever it quarantined (see <out>/quarantine.parquet). Rerunning
-    resumes: files already converted with the same ingest params are skipped.
+    Exits 0 when it finished, whatever it quarantined (see <out>/quarantine.parquet); every entry
+    of the folder is kept or listed there with its reason. Exits 2, with one line, when the folder
+    cannot be read or --out holds it. Rerunning resumes: a file already converted from the same
+    bytes with the same params is reused; outputs no longer produced are removed.
     """
     from gensr.corpus.ingest import ingest_directory
 
@@ -56,7 +58,11 @@ def ingest_command(
     if not audio_dir.is_dir():
         typer.echo(f"error: {audio_dir}: not a folder (pass the folder holding your audio files)", err=True)
         raise typer.Exit(2)
-    summary = ingest_directory(audio_dir, out, cfg.ingest, cfg.audio.sample_rate)
+    try:
+        summary = ingest_directory(audio_dir, out, cfg.ingest, cfg.audio.sample_rate)
+    except (OSError, ValueError) as err:  # an unreadable input folder, an --out that holds the input
+        typer.echo(f"error: {err}".replace("\n", " "), err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"{summary['n_files']} files: kept {summary['n_kept']} ({summary['n_written']} written, "
         f"{summary['n_reused']} already done, {summary['n_split']} split into parts), "

@@ -17,7 +17,11 @@ def degrade_command(
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
-    """Degrade every clean utterance with the seeded mix of the `degrade` params block."""
+    """Degrade every clean utterance with the seeded mix of the `degrade` params block.
+
+    Exits 0 when done (unusable clean rows and user noise/RIR files are in <out>/quarantine.parquet);
+    exits 2 with one line when the request cannot be met (no clean manifest, a params mix that cannot work).
+    """
     from gensr.stages.degrade import build_degraded_corpus
 
     cfg = load(params, set_)
@@ -26,8 +30,8 @@ def degrade_command(
     try:
         summary = build_degraded_corpus(cfg, clean, out)
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        typer.echo(f"error: {err}".replace("\n", " "), err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"degraded {summary['n_degraded']} clips ({summary['hours']:.2f} h) from {summary['n_clean']} clean "
         f"into {out}; quarantined {summary['n_quarantined']}; {summary['seconds']:.1f} s"

@@ -10,6 +10,12 @@ import typer
 from gensr.cli import ParamsOption, SetOption, app, load
 
 
+def _refuse(err: Exception) -> None:
+    """An input the user named is missing or unusable: exit 2 with one line, no traceback."""
+    typer.echo(f"error: {err}".splitlines()[0], err=True)
+    raise typer.Exit(2) from None
+
+
 def _print_summary(summary: dict) -> None:
     typer.echo(f"scored {summary['n_clips']} clips -> {summary['path']} ({summary['wall_seconds']:.1f} s, "
                f"{summary['workers']} workers, {summary['shards_resumed']}/{summary['shards']} shards resumed)")
@@ -24,7 +30,7 @@ def _print_summary(summary: dict) -> None:
 def score_command(
     candidates: Path = typer.Option(..., "--candidates", help="Manifest Parquet (clip id, path[, ref_path|clean_path, text]) or a folder of audio files."),
     out: Path = typer.Option(..., "--out", help="Long-format metric table to write (Parquet)."),
-    references: Optional[Path] = typer.Option(None, "--references", help="Folder of clean references, matched by relative file name."),
+    references: Optional[Path] = typer.Option(None, "--references", help="Folder of clean references: sub/x.wav is scored against <references>/sub/x.* only."),
     transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV/JSONL with text and clip_id (or path/file)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: metrics.workers)."),
     params: Path = ParamsOption,
@@ -34,15 +40,16 @@ def score_command(
     from gensr.stages.score import score_files
 
     cfg = load(params, set_)
-    if workers:
+    if workers is not None:
+        if workers < 1:
+            _refuse(ValueError(f"--workers {workers}: give at least 1"))
         from gensr.config import with_overrides
 
         cfg = with_overrides(cfg, [f"metrics.workers={workers}"])
     try:
         summary = score_files(cfg, candidates, out, references, transcripts)
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _refuse(err)
     _print_summary(summary)
     typer.echo(f"  {summary['n_with_reference']} clips had a reference, {summary['n_with_text']} a transcript")
 
@@ -61,8 +68,7 @@ def score_inputs_command(
     try:
         summary = score_degraded_inputs(cfg, degraded, out)
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _refuse(err)
     _print_summary(summary)
 
 
@@ -79,6 +85,5 @@ def score_candidates_command(
     try:
         summary = score_candidates(cfg, paradigm)
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _refuse(err)
     _print_summary(summary)

@@ -24,6 +24,7 @@ from gensr.config.models import RestorersParams, SampleParams, SpectralCodecPara
 from gensr.config.project import AudioParams, PathsParams
 from gensr.config.pseudo import PseudoLabelParams, SingingEvalParams
 from gensr.config.report import ReportParams
+from gensr.config.scaleout import ScaleoutParams
 from gensr.config.singing import SingingParams
 from gensr.config.voicefixer import VoicefixerParams
 
@@ -55,6 +56,7 @@ class Params(Block):
     pseudo_labels: PseudoLabelParams | None = None  # optional, as singing
     singing_eval: SingingEvalParams | None = None  # optional, as singing
     report: ReportParams | None = None  # optional, as singing (the demo page says which block is missing)
+    scaleout: ScaleoutParams | None = None  # optional: without it every fit runs in one process, one shard partition
 
     @model_validator(mode="after")
     def _own_seeds(self):
@@ -73,6 +75,45 @@ def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
     node[keys[-1]] = value
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def _duplicate_key(node, path: str = "") -> str | None:
+    """The dotted name of the first key a YAML mapping repeats (PyYAML keeps the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            dotted = f"{path}.{key}" if path else key
+            if key in seen:
+                return f"{dotted} (again at line {key_node.start_mark.line + 1})"
+            seen.add(key)
+            found = _duplicate_key(value_node, dotted)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def parse_yaml(text: str, source: str, key: str = ""):
+    """YAML text -> plain Python, or ConfigError naming `source`: invalid YAML and repeated keys are refused.
+    `key` is the dotted name the text is the value of (an override's key)."""
+    try:
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader), key)
+        if duplicate:
+            raise ConfigError(f"{source}: key {duplicate} is given twice; keep one")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(err)}") from None
+
+
 def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
     """Turn ['a.b=3', 'c=x'] into {'a.b': 3, 'c': 'x'}; values are parsed as YAML scalars."""
     if overrides is None:
@@ -81,24 +122,26 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict
         return dict(overrides)
     out: dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override -S {item!r} must look like key.sub=value")
+        out[key.strip()] = parse_yaml(raw, f"override -S {item!r}", key.strip())
     return out
 
 
 def _format_error(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid params"]
+    """One line: every invalid key with what is wrong with it (the CLI prints it as is)."""
+    problems = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check its spelling against the documented params)")
+            problems.append(f"{key}: unknown key (check its spelling against the documented params)")
         elif e["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
+            problems.append(f"{key}: required key is missing")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {msg} (got {str(repr(e.get('input')))[:80]})")
+    return f"{source}: invalid params: " + "; ".join(problems)
 
 
 def params_from_dict(tree: Mapping[str, Any], source: str = "params", overrides=None) -> Params:
@@ -106,9 +149,26 @@ def params_from_dict(tree: Mapping[str, Any], source: str = "params", overrides=
     for key, value in parse_overrides(overrides).items():
         _set_dotted(tree, key, value, source)
     try:
-        return Params.model_validate(tree)
+        params = Params.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    uneven = uneven_batches(params)
+    if uneven:
+        raise ConfigError(f"{source}: invalid params\n  scaleout.trainer.devices: {params.scaleout.trainer.devices} must "
+                          f"divide every global batch size, and does not divide {uneven}")
+    return params
+
+
+def uneven_batches(params: Params) -> dict[str, int]:
+    """The batch sizes of Lightning fits that scaleout.trainer.devices does not divide (each rank takes batch / devices)."""
+    devices = params.scaleout.trainer.devices if params.scaleout is not None else 1
+    batches = {"codec.autoencoder.batch_size": params.codec.autoencoder.batch_size,
+               "codec.decoder_finetune.batch_size": params.codec.decoder_finetune.batch_size,
+               "ablation.budget.batch_size": params.ablation.budget.batch_size}
+    for p in ("ar", "mgm", "fm"):
+        batches[f"restorers.{p}.train.batch_size"] = getattr(params.restorers, p).train.batch_size
+        batches[f"dpo.{p}.batch_size"] = getattr(params.dpo, p).batch_size
+    return {k: v for k, v in batches.items() if v % devices}
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides=None) -> Params:
@@ -116,8 +176,12 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides=None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
-    with open(path) as f:
-        tree = yaml.safe_load(f) or {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML params file (not UTF-8 text: byte {err.object[err.start]:#04x} "
+                          f"at offset {err.start})") from None
+    tree = parse_yaml(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of params blocks")
     return params_from_dict(tree, source=str(path), overrides=overrides)

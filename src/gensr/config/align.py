@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from gensr.config.base import Block
+from gensr.config.metrics import check_metric_names
 
 PARADIGMS = ("ar", "mgm", "fm")
 
@@ -16,6 +17,10 @@ def check_strategy(strategy: str) -> str:
     if strategy in ("multi", "gt_as_chosen"):
         return strategy
     if strategy.startswith("single:") and len(strategy) > len("single:"):
+        try:
+            check_metric_names([strategy.split(":", 1)[1]])
+        except ValueError as err:
+            raise ValueError(f"strategy '{strategy}': {err}") from None
         return strategy
     raise ValueError(f"strategy '{strategy}' must be 'multi', 'gt_as_chosen' or 'single:<metric>'")
 
@@ -44,9 +49,15 @@ class PairsParams(Block):
     def _strategies(cls, v: list[str]) -> list[str]:
         return [check_strategy(s) for s in v]
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else check_metric_names(v)
+
     @field_validator("margins")
     @classmethod
     def _margins(cls, v: dict[str, float]) -> dict[str, float]:
+        check_metric_names(v)
         bad = {k: m for k, m in v.items() if m < 0}
         if bad:
             raise ValueError(f"margins must be >= 0, got {bad}")

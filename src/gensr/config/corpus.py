@@ -17,11 +17,24 @@ class IngestParams(Block):
     max_seconds: float = Field(gt=0, description="Longer files are split or rejected, per long_files.")
     long_files: Literal["split", "reject"]
     silence_dbfs: float = Field(lt=0, description="A file whose peak is below this level is 'all silent'.")
+    # Plausibility of a header, checked before a sample is decoded (gensr.corpus.admit).
+    min_sample_rate: int = Field(gt=0, description="A header claiming a lower rate (Hz) is implausible.")
+    max_sample_rate: int = Field(gt=0, description="A header claiming a higher rate (Hz) is implausible.")
+    max_channels: int = Field(ge=1, description="A header claiming more channels is implausible.")
+    max_resample_terms: int = Field(
+        ge=1, description="A rate whose ratio to audio.sample_rate reduces to a larger term is implausible: "
+        "resampling it needs a filter of 20 x that term taps (44100 Hz: 160/441; 383999 Hz: 16000/383999).")
+    max_decoded_ratio: float = Field(
+        ge=1, description="Compressed audio may decode to at most this many times its file size as 16-bit PCM "
+        "(Opus at 6 kbit/s is ~128); uncompressed audio must fit its file exactly.")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.max_seconds <= self.min_seconds:
             raise ValueError(f"max_seconds ({self.max_seconds}) must exceed min_seconds ({self.min_seconds})")
+        if self.max_sample_rate < self.min_sample_rate:
+            raise ValueError(f"max_sample_rate ({self.max_sample_rate}) must be at least min_sample_rate "
+                             f"({self.min_sample_rate})")
         return self
 
 

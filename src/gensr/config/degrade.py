@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from gensr.config.base import Block
+from gensr.config.cores import CoreCount
 
 Range = tuple[float, float]
 DegradationType = Literal["reverb", "noise", "bandlimit", "clipping", "codec", "packet_loss"]
@@ -132,7 +133,7 @@ class DegradeParams(Block):
     copies: int = Field(ge=1, description="Degraded versions per clean utterance.")
     order: list[DegradationType] = Field(min_length=1)
     min_degradations: int = Field(ge=0, description="At least this many types fire per clip.")
-    workers: int = Field(ge=1, description="Processes; the output does not depend on it.")
+    workers: CoreCount = Field(description="Processes (`auto`: one per available core); the output does not depend on it.")
     shard_size: int = Field(ge=1, description="Clips per resumable shard; the output does not depend on it.")
     noise: NoiseParams
     reverb: ReverbParams

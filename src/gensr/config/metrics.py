@@ -10,9 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gensr.config.base import Block
+from gensr.config.cores import CoreCount
+
+# The metric names params may use (metrics.names, pairs.metrics/margins, single:<metric>). The config sits below
+# the metrics package, so it keeps the names only; gensr.metrics.registry implements exactly these, in this order
+# (tests/test_hostile_inputs.py checks that they agree).
+KNOWN_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "pesq_wb", "estoi", "si_sdr",
+                 "mel_distance", "wer", "cer", "speaker_cosine")
+
+
+def check_metric_names(names) -> list[str]:
+    """`names` if every one is a known metric, listed once; else ValueError naming the offenders."""
+    names = list(names)
+    unknown = [n for n in names if n not in KNOWN_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(KNOWN_METRICS)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"metric(s) {repeated} listed twice")
+    return names
 
 
 class DnsmosParams(Block):
@@ -60,9 +79,15 @@ class SpeakerParams(Block):
 
 class MetricsParams(Block):
     names: list[str] = Field(min_length=1, description="Metrics to compute, from gensr.metrics.registry.METRIC_NAMES.")
-    min_seconds: float = Field(gt=0, description="Shorter candidates get NaN for every metric.")
-    silence_dbfs: float = Field(lt=0, description="Candidates whose peak is below this get NaN for every metric.")
-    workers: int = Field(ge=1, description="Worker processes; each loads the models once.")
+    min_seconds: float = Field(gt=0, description="Shorter candidates get NaN for every metric (shorter references: "
+                               "NaN for the reference metrics).")
+    silence_dbfs: float = Field(lt=0, description="Candidates whose peak is below this get NaN for every metric (references: NaN "
+                                "for the reference metrics).")
+    max_length_diff_s: float = Field(
+        ge=0, description="Largest |candidate - reference| duration (s) the reference metrics accept; beyond it they "
+        "are NaN with the reason (they would trim both to the shorter one and score a part of the candidate).")
+    workers: CoreCount = Field(description="Worker processes, each loads the models once (`auto`: one per available "
+                               "core); the table does not depend on it.")
     shard_size: int = Field(gt=0, description="Clips per resumable shard.")
     max_nan_rate: float = Field(ge=0, le=1, description="Asset check: highest tolerated NaN fraction per metric.")
     score_inputs_split: Literal["train", "pref", "valid", "test", "dev"] = Field(
@@ -73,3 +98,8 @@ class MetricsParams(Block):
     mel_distance: MelDistanceParams
     content: ContentParams
     speaker: SpeakerParams
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return check_metric_names(v)

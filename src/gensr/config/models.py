@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from gensr.config.base import Block
+from gensr.config.cores import CoreCount
 
 
 class StftFeatures(Block):
@@ -128,7 +129,8 @@ class FMParams(Block):
 
 class RestorersParams(Block):
     features: StftFeatures
-    threads: int = Field(ge=1, description="torch CPU threads for training, sampling and restoring.")
+    threads: CoreCount = Field(description="torch CPU threads for training, sampling and restoring (`auto`: one per "
+                               "available core). Trained weights and sampled audio depend on it.")
     eval_clips: int | None = Field(gt=0, description="Test clips restored and scored after SFT (null = all).")
     log_examples: int = Field(ge=0, description="Audio + spectrogram examples logged to MLflow per run.")
     restore_batch: int = Field(gt=0, description="Clips per batched restore call.")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gensr.config.base import Block
+from gensr.config.cores import CoreCount
 from gensr.config.degrade import DegradeParams
 
 Scale = Literal["major", "minor", "pentatonic", "dorian"]
@@ -62,7 +63,8 @@ class SingingParams(Block):
     words_per_minute: int = Field(ge=80, le=450, description="eSpeak speaking rate of the lyrics before stretching.")
     margin_seconds: float = Field(ge=0, description="Silence before and after the singing.")
     peak_dbfs: float = Field(le=0, description="Every clean clip is scaled to this peak level.")
-    workers: int = Field(ge=1, description="Processes for the WORLD resynthesis; the output does not depend on it.")
+    workers: CoreCount = Field(description="Processes for the WORLD resynthesis (`auto`: one per available core); "
+                               "the output does not depend on it.")
     melody: MelodyParams
     user_dir: Path | None = Field(description="Folder of real singing recordings (no references): split `real`.")
     degrade: DegradeParams = Field(description="Degradations of the sung clips (same shape as the top-level degrade).")

@@ -29,6 +29,7 @@ import soundfile as sf
 from scipy.signal import fftconvolve
 
 from gensr.audio.io import AudioRejected, load_audio, resample
+from gensr.storage import scan_folder
 from gensr.config.degrade import (
     BandlimitParams,
     ClippingParams,
@@ -97,7 +98,7 @@ class BabblePool:
 
 
 class AudioFolder:
-    """Every usable audio file under `root` (sorted); unusable ones are kept in `rejected` with a reason."""
+    """Every usable audio file under `root` (sorted); every other entry is kept in `rejected` with a reason."""
 
     def __init__(self, root: Path, sample_rate: int, param: str):
         self.root, self.sample_rate, self.param = Path(root), sample_rate, param
@@ -105,14 +106,21 @@ class AudioFolder:
             raise ValueError(f"{param}: folder {self.root} does not exist; set {param} to a folder of audio files")
         self.files: list[str] = []
         self.rejected: list[tuple[str, str]] = []  # (path, reason)
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
+        for entry in sorted(scan_folder(self.root), key=lambda e: e.path):  # Path order, as ever: it fixes `pick`
+            path = entry.path
             try:
+                if entry.problem is not None:
+                    raise AudioRejected(path, entry.problem)
+                if path.suffix.lower() not in AUDIO_SUFFIXES:
+                    raise AudioRejected(path, f"not_audio: suffix not one of {' '.join(sorted(AUDIO_SUFFIXES))}")
                 audio = self._read(path)
                 if not np.any(audio):
                     raise AudioRejected(path, "silent: all samples are zero")
                 self.files.append(path.relative_to(self.root).as_posix())
             except AudioRejected as err:
                 self.rejected.append((str(path), err.reason))
+            except Exception as err:  # one bad file is a reject, not a crash of the stage
+                self.rejected.append((str(path), f"error: {type(err).__name__}: {err}".replace("\n", " ")[:300]))
         if not self.files:
             raise ValueError(
                 f"{param}: no usable audio under {self.root} ({len(self.rejected)} rejected: {self.rejected[:3]}); "

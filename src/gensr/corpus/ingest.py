@@ -1,55 +1,43 @@
-"""Admitting user audio: one function decides what a file becomes, a batch never dies on a file.
+"""`gensr ingest`: every entry of a folder becomes pipeline audio or a quarantine row, never nothing.
 
-`admit_audio` turns one file into pipeline audio (16 kHz mono float32), splitting or rejecting
-files longer than ingest.max_seconds. `ingest_directory` (the `gensr ingest` tool) applies it to
-every file under a folder and writes
+`ingest_directory` admits every file under a folder (gensr.corpus.admit: header checks, block-wise
+decoding, 16 kHz mono float32) and writes
 
     <out>/<same relative name>.wav             one per usable file, or
     <out>/<relative stem>_part000.wav, ...     for long files when ingest.long_files = split
     <out>/quarantine.parquet                   path (relative to <out>), reason
+    <out>/.ingest_ledger.jsonl                 what each output was made from (see below)
 
-Reasons are the stable codes of gensr.audio.io.load_audio (empty_file, unreadable, no_samples,
-non_finite, silent, too_short) plus too_long, name_collision and error.
-Outputs are written atomically; a rerun with the same params skips the files already written, so
-an interrupted run resumes where it stopped.
+Every directory entry gets an outcome: kept, or quarantined with a reason. Besides the codes of
+gensr.corpus.admit there are the folder's own (gensr.storage.scan_folder): hidden, symlink_loop,
+dangling_link, link_to_folder, link_into_output, not_a_regular_file, unreadable_folder; and
+name_collision and error (anything unforeseen, one file's problem, not the run's).
+
+No stale output: the ledger records, per source, the sha256 of its bytes, the settings (ingest
+params and sample rate) and the files made from it. A rerun reuses a source's outputs only if all
+three still match; otherwise the old outputs go before the new ones are written. At the end
+every file the ledger ever recorded that this run did not produce is removed (a source deleted or
+now rejected, parts of an older max_seconds), and quarantine.parquet, removed when the run starts,
+is written last: its presence means a finished run. Killed at any point, a rerun resumes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
-from gensr.audio.io import AudioRejected, load_audio, write_wav
+from gensr.audio.io import AudioRejected, write_wav
 from gensr.config.corpus import IngestParams
-from gensr.storage import write_json, write_parquet
+from gensr.corpus.admit import admit, admit_audio  # noqa: F401  (admit_audio: the in-memory form, for callers)
+from gensr.storage import atomic_path, file_sha256, scan_folder, write_parquet
 
 QUARANTINE_SCHEMA = pa.schema([pa.field("path", pa.string(), nullable=False), pa.field("reason", pa.string(), nullable=False)])
-_SETTINGS_FILE = ".ingest_settings.json"
-
-
-def admit_audio(path: str | Path, ingest: IngestParams, sample_rate: int, *, allow_split: bool = True) -> list[np.ndarray]:
-    """One file as a list of mono float32 segments at `sample_rate`, or raise AudioRejected.
-
-    A file longer than ingest.max_seconds becomes equal parts no longer than the limit when
-    ingest.long_files is 'split' and `allow_split` (a transcribed utterance cannot be split).
-    """
-    audio = load_audio(path, sample_rate, min_seconds=ingest.min_seconds, silence_dbfs=ingest.silence_dbfs)
-    max_len = int(ingest.max_seconds * sample_rate)
-    if audio.size <= max_len:
-        return [audio]
-    seconds = audio.size / sample_rate
-    if ingest.long_files == "reject" or not allow_split:
-        fix = "set ingest.long_files: split" if allow_split else "cut it into sentences with their own transcripts"
-        raise AudioRejected(path, f"too_long: {seconds:.2f} s > ingest.max_seconds={ingest.max_seconds} ({fix}, or raise the limit)")
-    n_parts = math.ceil(audio.size / max_len)
-    bounds = np.linspace(0, audio.size, n_parts + 1).round().astype(int)
-    return [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+LEDGER_FILE = ".ingest_ledger.jsonl"
+_LEGACY_SETTINGS_FILE = ".ingest_settings.json"  # written by earlier versions; its folder's WAVs are ingest's
 
 
 def quarantine_table(rows: list[tuple[str, str]]) -> pa.Table:
@@ -57,22 +45,86 @@ def quarantine_table(rows: list[tuple[str, str]]) -> pa.Table:
     return pa.table({"path": [p for p, _ in rows], "reason": [r for _, r in rows]}, schema=QUARANTINE_SCHEMA)
 
 
-def _source_files(in_dir: Path, out_dir: Path) -> list[Path]:
-    """Every regular, non-hidden file under in_dir (outside out_dir), in a stable order."""
-    out_resolved = out_dir.resolve()
-    files = []
-    for path in in_dir.rglob("*"):
-        rel = path.relative_to(in_dir)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if path.resolve().is_relative_to(out_resolved):
-            continue
-        files.append(path)
-    return sorted(files, key=lambda p: p.relative_to(in_dir).as_posix())
-
-
 def _part_path(target: Path, index: int) -> Path:
     return target.with_name(f"{target.stem}_part{index:03d}.wav")
+
+
+class Ledger:
+    """Append-only record of what each output was made from; one JSON object per line.
+
+    A line {"source", "sha256", "settings", "outputs"} is written *before* the outputs, so a
+    killed run never leaves an output the ledger does not know of.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir, self.path = out_dir, out_dir / LEDGER_FILE
+        self.entries: dict[str, dict] = {}  # source -> its latest line
+        self.owned: set[str] = set()  # every output any line ever named (relative to out_dir)
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                source, outputs = entry["source"], [str(o) for o in entry["outputs"]]
+            except (ValueError, KeyError, TypeError):  # a line torn by a kill
+                continue
+            self.entries[source] = entry
+            self.owned.update(outputs)
+        if (out_dir / _LEGACY_SETTINGS_FILE).is_file():
+            self.owned.update(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.wav")
+                              if not p.name.startswith("."))
+
+    def reusable(self, source: str, sha256: str, settings: str) -> list[str] | None:
+        entry = self.entries.get(source)
+        if (entry is None or entry.get("sha256") != sha256 or entry.get("settings") != settings
+                or not entry["outputs"] or not all((self.out_dir / o).is_file() for o in entry["outputs"])):
+            return None
+        return list(entry["outputs"])
+
+    def forget(self, source: str) -> None:
+        """Remove the outputs an earlier run made from `source` (they are about to be remade or dropped)."""
+        for rel in self.entries.get(source, {}).get("outputs", []):
+            (self.out_dir / rel).unlink(missing_ok=True)
+
+    def record(self, source: str, sha256: str | None, settings: str, outputs: list[str]) -> None:
+        entry = {"source": source, "sha256": sha256, "settings": settings, "outputs": outputs}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        self.entries[source] = entry
+        self.owned.update(outputs)
+
+    def compact(self, keep: dict[str, dict]) -> None:
+        """Remove every recorded output not in `keep`'s, then rewrite the ledger as `keep`."""
+        current = {o for entry in keep.values() for o in entry["outputs"]}
+        for rel in sorted(self.owned - current):
+            path = self.out_dir / rel
+            path.unlink(missing_ok=True)
+            _remove_empty_parents(path.parent, self.out_dir)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(keep[s], sort_keys=True) + "\n" for s in sorted(keep)), encoding="utf-8")
+        (self.out_dir / _LEGACY_SETTINGS_FILE).unlink(missing_ok=True)
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_relative_to(stop):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            return
+        folder = folder.parent
+
+
+def _remove_killed_temps(out_dir: Path) -> None:
+    """Temp files of atomic writes a kill interrupted (.<name>.<random>.tmp.<ext>)."""
+    for path in out_dir.rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink()
+
+
+def _one_line(err: Exception) -> str:
+    return f"error: {type(err).__name__}: {err}".replace("\n", " ")[:300]
 
 
 def ingest_directory(in_dir: str | Path, out_dir: str | Path, ingest: IngestParams, sample_rate: int) -> dict:
@@ -82,56 +134,65 @@ def ingest_directory(in_dir: str | Path, out_dir: str | Path, ingest: IngestPara
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise FileNotFoundError(f"{in_dir}: input audio folder not found")
+    if in_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"--out {out_dir}: is or contains the input folder {in_dir}; outputs could overwrite inputs, "
+                         "choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Existing outputs are reused only if the settings file says they were made with these settings.
-    # It is written before work starts in a fresh folder, and only at the end when settings changed,
-    # so a crash never leaves outputs of old settings looking current.
-    settings = json.loads(json.dumps({"ingest": ingest.model_dump(mode="json"), "sample_rate": sample_rate}))
-    settings_path = out_dir / _SETTINGS_FILE
-    try:
-        previous = json.loads(settings_path.read_text())
-    except (OSError, ValueError):
-        previous = None
-    trust_existing = previous == settings
-    if not trust_existing:
-        settings_path.unlink(missing_ok=True)
-        if not any(out_dir.rglob("*.wav")):
-            write_json(settings, settings_path)
+    (out_dir / "quarantine.parquet").unlink(missing_ok=True)
+    _remove_killed_temps(out_dir)
+    settings = json.dumps({"ingest": ingest.model_dump(mode="json"), "sample_rate": sample_rate}, sort_keys=True)
+    ledger = Ledger(out_dir)
 
     quarantined: list[tuple[str, str]] = []
+    current: dict[str, dict] = {}
     claimed: dict[Path, Path] = {}
     counts = Counter()
-    sources = _source_files(in_dir, out_dir)
-    for source in tqdm(sources, desc="ingesting", unit="file"):
-        rel_source = os.path.relpath(source, out_dir)
+    entries = scan_folder(in_dir, skip=[out_dir])
+    for entry in tqdm(entries, desc="ingesting", unit="file"):
+        source = entry.path
+        rel_out = os.path.relpath(source, out_dir)  # quarantine paths are relative to <out>
+        if entry.problem is not None:
+            quarantined.append((rel_out, entry.problem))
+            continue
+        rel_source = source.relative_to(in_dir).as_posix()
         target = out_dir / source.relative_to(in_dir).with_suffix(".wav")
         if target in claimed:
-            quarantined.append((rel_source, f"name_collision: {claimed[target].relative_to(in_dir)} already maps to {target.relative_to(out_dir)}"))
+            quarantined.append((rel_out, f"name_collision: {claimed[target].relative_to(in_dir)} already maps to "
+                                         f"{target.relative_to(out_dir)}"))
             continue
         claimed[target] = source
-        # Parts are written last-to-first, so part000 existing means the whole file is done.
-        if trust_existing and (target.is_file() or _part_path(target, 0).is_file()):
+        try:
+            sha256 = file_sha256(source)
+        except OSError as err:
+            ledger.forget(rel_source)
+            quarantined.append((rel_out, f"unreadable: {type(err).__name__}: {err.strerror}"))
+            continue
+        reused = ledger.reusable(rel_source, sha256, settings)
+        if reused is not None:
+            current[rel_source] = ledger.entries[rel_source]
             counts["reused"] += 1
             continue
+        ledger.forget(rel_source)
         try:
-            segments = admit_audio(source, ingest, sample_rate)
-            if len(segments) == 1:
-                write_wav(target, segments[0], sample_rate)
-            else:
-                for index in reversed(range(len(segments))):
-                    write_wav(_part_path(target, index), segments[index], sample_rate)
-                counts["split"] += 1
+            admitted = admit(source, ingest, sample_rate)
+            paths = [target] if len(admitted.bounds) == 1 else [_part_path(target, i) for i in range(len(admitted.bounds))]
+            outputs = [p.relative_to(out_dir).as_posix() for p in paths]
+            ledger.record(rel_source, sha256, settings, outputs)  # before writing: a kill leaves nothing unknown
+            for path, segment in zip(paths, admitted.segments()):
+                write_wav(path, segment, sample_rate)
+            current[rel_source] = ledger.entries[rel_source]
             counts["written"] += 1
+            counts["split"] += len(paths) > 1
         except AudioRejected as err:
-            quarantined.append((rel_source, err.reason))
+            quarantined.append((rel_out, err.reason))
         except Exception as err:  # anything unforeseen is one file's problem, not the run's
-            quarantined.append((rel_source, f"error: {type(err).__name__}: {err}".replace("\n", " ")[:300]))
+            quarantined.append((rel_out, _one_line(err)))
 
+    ledger.compact(current)
     write_parquet(quarantine_table(quarantined), out_dir / "quarantine.parquet")
-    write_json(settings, settings_path)
     reasons = Counter(reason.split(":", 1)[0] for _, reason in quarantined)
     return {
-        "n_files": len(sources),
+        "n_files": len(entries),
         "n_kept": counts["written"] + counts["reused"],
         "n_written": counts["written"],
         "n_reused": counts["reused"],

@@ -17,19 +17,22 @@ Format (set `corpus.source: user`, `corpus.user_dir` and `corpus.user_manifest` 
 - `text` is the transcript of the whole file; `speaker` is any label. Both are required.
 - Extra columns are ignored. Empty lines in JSONL are skipped.
 
-Every file goes through gensr.audio.io.load_audio (mix-down, resampling to audio.sample_rate,
-checks) with the ingest.* bounds. A file longer than ingest.max_seconds is rejected whatever
-ingest.long_files says, because its transcript cannot be split with it. Rejected rows go to the
-quarantine table with their reason; a malformed manifest (missing columns, unreadable) is an
-error that names the file, since no row could be trusted.
+Every file goes through gensr.corpus.admit (header plausibility, then block-wise decoding,
+mix-down, resampling to audio.sample_rate, checks) with the ingest.* bounds. A file longer than
+ingest.max_seconds is rejected whatever ingest.long_files says, because its transcript cannot be
+split with it. Rejected rows go to the quarantine table with their reason; a malformed manifest
+(missing columns, unreadable) is an error that names the file, since no row could be trusted.
 
 Accepted files are written as <out>/wav/<utt_id>.wav, where utt_id is the relative path with
 its extension dropped and every run of other characters than letters and digits replaced by '_'.
+A path with no ASCII letter or digit at all (e.g. `日本語.wav`) gets `utt_<12 hex digits of the
+sha256 of its path>`: stable, non-empty, and distinct for distinct paths.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -37,7 +40,8 @@ from pathlib import Path
 
 from gensr.audio.io import AudioRejected, write_wav_if_changed
 from gensr.config.corpus import IngestParams
-from gensr.corpus.ingest import admit_audio
+from gensr.corpus.admit import admit_audio
+from gensr.storage import check_file_name
 
 MANIFEST_COLUMNS = ("path", "text", "speaker")
 
@@ -80,14 +84,20 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
 
 def utt_id_for(rel_path: str) -> str:
     stem = Path(rel_path).with_suffix("").as_posix()
-    return re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_")
+    utt_id = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_")
+    return utt_id or "utt_" + hashlib.sha256(rel_path.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def resolve_inside(root: Path, manifest_path: str) -> Path | None:
-    """The file a manifest path names, or None if it resolves outside `root`."""
+    """The file a manifest path names, or None if it resolves outside `root`.
+
+    Raises OSError (ELOOP) for a symlink loop, which the caller quarantines."""
     candidate = Path(manifest_path)
     candidate = candidate if candidate.is_absolute() else root / candidate
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve()
+    except RuntimeError as err:  # Python 3.11 reports a symlink loop this way
+        raise OSError(40, f"symlink loop: {err}") from None
     return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
@@ -115,7 +125,11 @@ def read_user_corpus(
         if not raw_path:
             reject(Path(manifest), f"bad_row: line {record['line']} has no path")
             continue
-        source = resolve_inside(root, raw_path)
+        try:
+            source = resolve_inside(root, raw_path)
+        except OSError as err:
+            reject(root / raw_path, f"symlink_loop: manifest path '{raw_path}': {err.strerror}")
+            continue
         if source is None:
             reject((root / raw_path).resolve(), f"path_escapes_root: manifest path '{raw_path}' resolves outside corpus.user_dir")
             continue
@@ -130,6 +144,11 @@ def read_user_corpus(
             continue
         seen_files.add(source)
         utt_id = utt_id_for(source.relative_to(root.resolve()).as_posix())
+        try:
+            check_file_name(utt_id, "utt_id")  # e.g. a path too long to be a file name
+        except ValueError as err:
+            reject(source, f"bad_utt_id: {err}")
+            continue
         if utt_id in seen_ids:
             reject(source, f"duplicate_utt_id: another file also maps to utt_id '{utt_id}'; rename one")
             continue

@@ -33,6 +33,10 @@ class MissingWeights(RuntimeError):
     """A backend's weights are not available offline; the message names the param to change."""
 
 
+class MissingBackend(MissingWeights):
+    """A non-default backend's package is not installed; the message names the param and the install."""
+
+
 def normalize_text(text: str) -> str:
     """Lowercase words only, so punctuation and casing never count as errors."""
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
@@ -139,7 +143,11 @@ class PocketsphinxRecognizer:
 
 def load_whisper_model(spec: str):
     """whisper.load_model for a local checkpoint or a cached model name; fails fast offline."""
-    import whisper
+    try:
+        import whisper
+    except ImportError as err:
+        raise MissingBackend(f"metrics.content.backend=whisper: openai-whisper is not installed ({err}); "
+                             "`make setup` installs it, or pip install '.[whisper]'") from None
 
     param = "metrics.content.whisper_model"
     if Path(spec).expanduser().is_file():

@@ -10,6 +10,7 @@ scorer's metrics only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Literal, Sequence
 
@@ -102,14 +103,24 @@ class Clip:
         return self._resampled[key]
 
     def pair_at(self, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-        """(reference, candidate) at `sample_rate`, trimmed to the shorter of the two."""
+        """(reference, candidate) at `sample_rate`, trimmed to the shorter of the two (the suite blanks the
+        reference of a candidate whose length differs by more than metrics.max_length_diff_s)."""
         ref, cand = self.reference_at(sample_rate), self.audio_at(sample_rate)
         n = min(len(ref), len(cand))
         return ref[:n], cand[:n]
 
 
 def library_version(*packages: str) -> str:
-    return " ".join(f"{p}=={package_version(p)}" for p in packages)
+    return " ".join(f"{p}=={_installed_version(p)}" for p in packages)
+
+
+def _installed_version(package: str) -> str:
+    """The installed version, or "(not installed)": a missing non-default backend (speechbrain, whisper)
+    then fails at setup with MissingBackend and its install hint, not here with PackageNotFoundError."""
+    try:
+        return package_version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 class Scorer:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from gensr.config.metrics import SpeakerParams
-from gensr.metrics.asr import MissingWeights, offline
+from gensr.metrics.asr import MissingBackend, MissingWeights, offline
 from gensr.metrics.registry import get
 from gensr.metrics.base import Clip, MetricFailure, Score, Scorer, library_version
 
@@ -66,8 +66,6 @@ class ResemblyzerEmbedder:
 
 
 def load_ecapa(params: SpeakerParams):
-    from speechbrain.inference.speaker import EncoderClassifier
-
     param = "metrics.speaker.ecapa_source"
     source = params.ecapa_source
     local = Path(source).expanduser()
@@ -76,6 +74,14 @@ def load_ecapa(params: SpeakerParams):
             f"{param}={source!r}: not a local folder and HF_HUB_OFFLINE is set, so the hub can't be reached; "
             f"point {param} at a folder with hyperparams.yaml and the checkpoint files"
         )
+    try:
+        from speechbrain.inference.speaker import EncoderClassifier
+    except ImportError as err:
+        raise MissingBackend(
+            f"metrics.speaker.backend=ecapa: speechbrain is not installed ({err}). The default install is CPU-only "
+            "and leaves it out (speechbrain needs torchaudio, whose compiled files need the CUDA build of torch): "
+            "`make setup STACK=cuda` builds .venv-cuda with it (about 7 GB), or pip install '.[ecapa]'"
+        ) from None
     try:
         return EncoderClassifier.from_hparams(
             source=str(local.resolve()) if local.is_dir() else source,

@@ -4,9 +4,18 @@
   scored by one worker (spawned processes that load every model once, one thread each) and
   written atomically to `<out>.shards/`; a rerun skips finished shards, then all shards are
   concatenated into `<out>` (sorted by clip_id, metric) and the shard folder is removed.
+  `score_manifest_part` scores only the shards i with i % parts == part and leaves them there:
+  one Dagster shard partition (docs/scaling.md).
+  Workers exit with the process that spawned them, so a stage killed with SIGKILL and rerun
+  writes the same bytes as one never interrupted (tests/test_crash_resume.py); a shard
+  partition removes only the temp files of its own shards, never those a partition running
+  beside it is writing.
 - An unreadable, non-finite, silent or too-short candidate gets NaN for every metric with
   the reason; a missing reference or transcript only blanks the metrics that need it; a
-  metric that fails on a clip is NaN with the reason and the other metrics still count.
+  reference gets the candidate's checks, and one that fails them or whose duration differs
+  from the candidate's by more than metrics.max_length_diff_s blanks the reference metrics
+  with the reason; a metric that fails on a clip is NaN with the reason and the other
+  metrics still count.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
 from gensr.corpus.splits import in_split
-from gensr.storage import write_json, write_parquet
+from gensr.storage import remove_killed_writes, remove_killed_writes_of, write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -49,7 +58,9 @@ DECIMALS = 10
 
 
 # --- reading one row -------------------------------------------------------------------
-def _read(path: str, params: MetricsParams, candidate: bool):
+def _read(path: str, params: MetricsParams):
+    """Mono float audio at the file's own rate, or AudioRejected: candidates and references get the same
+    checks (unreadable, non-finite, silent, too short)."""
     import soundfile as sf
 
     from gensr.audio.io import AudioRejected, load_audio
@@ -60,13 +71,19 @@ def _read(path: str, params: MetricsParams, candidate: bool):
         if not Path(path).is_file():
             raise AudioRejected(path, "missing: file does not exist") from None
         raise AudioRejected(path, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:300]) from None
-    audio = load_audio(
-        path,
-        rate,
-        min_seconds=params.min_seconds if candidate else 0.0,
-        silence_dbfs=params.silence_dbfs if candidate else None,
-    )
+    audio = load_audio(path, rate, min_seconds=params.min_seconds, silence_dbfs=params.silence_dbfs)
     return audio, rate
+
+
+def length_mismatch(audio, rate: int, reference, reference_rate: int, params: MetricsParams) -> str | None:
+    """Why the reference can't be compared with this candidate (their durations differ by more than
+    metrics.max_length_diff_s), or None. The intrusive metrics trim both to the shorter one, so a much
+    longer or shorter candidate would be scored on a part of itself only."""
+    seconds, ref_seconds = len(audio) / rate, len(reference) / reference_rate
+    if abs(seconds - ref_seconds) > params.max_length_diff_s:
+        return (f"length mismatch: candidate {seconds:.3f} s, reference {ref_seconds:.3f} s "
+                f"(more than metrics.max_length_diff_s={params.max_length_diff_s} s apart)")
+    return None
 
 
 def load_clip(row: dict, params: MetricsParams):
@@ -74,16 +91,22 @@ def load_clip(row: dict, params: MetricsParams):
     from gensr.audio.io import AudioRejected
     from gensr.metrics.base import Clip
 
+    if not row.get("path"):
+        return None, "candidate missing: no path for this clip"
     try:
-        audio, rate = _read(row["path"], params, candidate=True)
+        audio, rate = _read(row["path"], params)
     except AudioRejected as err:
         return None, f"candidate {err.reason}"
     reference = reference_rate = reference_error = None
     if row.get("ref_path"):
         try:
-            reference, reference_rate = _read(row["ref_path"], params, candidate=False)
+            reference, reference_rate = _read(row["ref_path"], params)
         except AudioRejected as err:
             reference_error = f"{err.path}: {err.reason}"
+        else:
+            reference_error = length_mismatch(audio, rate, reference, reference_rate, params)
+            if reference_error:
+                reference = reference_rate = None
     else:
         reference_error = "no reference path for this clip"
     text = row.get("text")
@@ -177,7 +200,27 @@ _WORKER: ShardScorer | None = None
 _WORKER_ERROR: str | None = None
 
 
+def _exit_with_parent() -> None:
+    """End this pool worker as soon as the process that spawned it dies. After a SIGKILL (or the
+    OOM killer) of the stage, a worker would otherwise wait for work forever with its models in
+    memory, or finish a queued shard into the folder a rerun is writing and cleaning."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # ready once the parent's end of the pipe closes, i.e. it exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(params_json: str) -> None:
+    _exit_with_parent()
     # one thread per worker: the workers are the parallelism, and results stay deterministic
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
@@ -213,7 +256,11 @@ def manifest_rows(manifest) -> list[dict]:
     base = None
     if isinstance(manifest, (str, Path)):
         base = Path(manifest).parent
-        frame = pd.read_parquet(manifest)
+        try:
+            frame = pd.read_parquet(manifest)
+        except Exception as err:  # not Parquet, truncated, or a folder: a user's file, so a clear refusal
+            raise ValueError(f"{manifest}: not a readable Parquet manifest ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
     else:
         frame = pd.DataFrame(manifest)
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
@@ -259,19 +306,8 @@ def _metrics_params(params) -> MetricsParams:
     return params.metrics if hasattr(params, "metrics") else params
 
 
-def score_manifest(params, manifest, out: str | Path, *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score every row of `manifest` (see manifest_rows) into the long Parquet `out` and
-    return it as a DataFrame; `.attrs["summary"]` holds NaN counts and timings.
-
-    `params` is the project Params or its `metrics` block. Resumable by shard."""
-    from tqdm import tqdm
-
-    from gensr.metrics.registry import check_names
-
-    params = _metrics_params(params)
-    check_names(params.names)
-    out = Path(out)
-    rows = manifest_rows(manifest)
+def _shard_plan(params: MetricsParams, rows: list[dict], out: Path) -> tuple[Path, list[list[dict]], list[Path]]:
+    """(shard folder, shards, their files): the same for every process that scores `rows` into `out`."""
     shard_dir = out.parent / f"{out.name}.shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     # small jobs still use every worker; the layout depends only on params and the row count
@@ -279,13 +315,13 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
     shards = [rows[i : i + size] for i in range(0, len(rows), size)]
     paths = [shard_dir / _shard_name(i, shard, params) for i, shard in enumerate(shards)]
     for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
-        stale.unlink()  # shards of other inputs or params
-    pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
-    workers = min(workers or params.workers, max(1, len(pending)))
+        stale.unlink(missing_ok=True)  # shards of other inputs or params (another shard partition may race us)
+    return shard_dir, shards, paths
+
+
+def _score_pending(params: MetricsParams, pending: list[tuple[list[dict], Path]], workers: int, bar) -> dict[str, float]:
+    """Score and write the pending shards (in-process, or `workers` spawned processes); returns scorer seconds."""
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    done = len(rows) - sum(len(s) for s, _ in pending)
-    bar = tqdm(total=len(rows), initial=done, unit="clip", desc=f"scoring {out.name}", disable=not progress)
     if pending and workers == 1:
         scorer = ShardScorer(params)
         for shard, path in pending:
@@ -300,6 +336,30 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
             for future in as_completed(futures):
                 _add(seconds, future.result())
                 bar.update(futures[future])
+    return seconds
+
+
+def score_manifest(params, manifest, out: str | Path, *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score every row of `manifest` (see manifest_rows) into the long Parquet `out` and
+    return it as a DataFrame; `.attrs["summary"]` holds NaN counts and timings.
+
+    `params` is the project Params or its `metrics` block. Resumable by shard."""
+    from tqdm import tqdm
+
+    from gensr.metrics.registry import check_names
+
+    params = _metrics_params(params)
+    check_names(params.names)
+    out = Path(out)
+    rows = manifest_rows(manifest)
+    remove_killed_writes(out.parent, out.name)
+    shard_dir, shards, paths = _shard_plan(params, rows, out)
+    pending = [(shard, path) for shard, path in zip(shards, paths) if not path.is_file()]
+    workers = min(workers or params.workers, max(1, len(pending)))
+    start = time.perf_counter()
+    done = len(rows) - sum(len(s) for s, _ in pending)
+    bar = tqdm(total=len(rows), initial=done, unit="clip", desc=f"scoring {out.name}", disable=not progress)
+    seconds = _score_pending(params, pending, workers, bar)
     bar.close()
     table = pa.concat_tables([pq.read_table(p) for p in paths]) if paths else long_table([])
     table = table.cast(LONG_SCHEMA).sort_by([("clip_id", "ascending"), ("metric", "ascending")])
@@ -319,6 +379,45 @@ def score_manifest(params, manifest, out: str | Path, *, workers: int | None = N
         "metrics": summarize(frame),
     }
     return frame
+
+
+def score_manifest_part(params, manifest, out: str | Path, part: int, parts: int, *, workers: int | None = None,
+                        progress: bool = True) -> dict:
+    """Only the shards i with i % parts == part of `score_manifest(params, manifest, out)`, left in its shard folder
+    (no table): one Dagster shard partition. `score_manifest` afterwards finds them done and writes the same bytes."""
+    from tqdm import tqdm
+
+    from gensr.metrics.registry import check_names
+
+    if not 0 <= part < parts:
+        raise ValueError(f"shard {part} is not one of 0..{parts - 1} (scaleout.shards={parts})")
+    params = _metrics_params(params)
+    check_names(params.names)
+    out = Path(out)
+    rows = manifest_rows(manifest)
+    shard_dir, shards, paths = _shard_plan(params, rows, out)
+    mine = [(shard, path) for i, (shard, path) in enumerate(zip(shards, paths)) if i % parts == part]
+    # a killed earlier run of this partition left temp files of its shards; the other partitions' stay theirs
+    remove_killed_writes_of(shard_dir, [path.name for _, path in mine])
+    pending = [(shard, path) for shard, path in mine if not path.is_file()]
+    workers = min(workers or params.workers, max(1, len(pending)))
+    start = time.perf_counter()
+    total = sum(len(s) for s, _ in mine)
+    bar = tqdm(total=total, initial=total - sum(len(s) for s, _ in pending), unit="clip",
+               desc=f"scoring {out.name} [shard {part}/{parts}]", disable=not progress)
+    seconds = _score_pending(params, pending, workers, bar)
+    bar.close()
+    return {
+        "part": part,
+        "parts": parts,
+        "n_clips": total,
+        "shards": len(mine),
+        "shards_resumed": len(mine) - len(pending),
+        "shard_files": [str(p) for _, p in mine],
+        "workers": workers,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "scorer_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+    }
 
 
 def degraded_manifest(params) -> Path:

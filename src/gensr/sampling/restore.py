@@ -7,7 +7,11 @@ every evaluation (seeded restorations of a held-out split) share:
 A shard is one batched `restore` call over `shard_clips` clips x N samples, written atomically
 as WAVs plus a shard table whose name carries a fingerprint of everything that decides its
 audio (checkpoint hash, sampling knobs, clip ids, seeds). A rerun skips finished shards; stale
-shards and orphan WAVs are removed.
+shards, orphan WAVs and the temp files of writes a kill interrupted are removed, so a run killed
+at any point and rerun leaves the same files as one never interrupted (tests/test_crash_resume.py).
+`restore_rows_part` runs only the shards i with i % parts == part and writes no manifest: one
+Dagster shard partition (docs/scaling.md); it removes only the temp files of its own shards' files,
+never those a partition running beside it is writing.
 
 Splits are read from the degraded corpus (`data/degraded`), except `confirm`, which lives in a
 corpus of its own (`data/confirm/degraded`) that only the final evaluation reads.
@@ -29,7 +33,7 @@ from tqdm import tqdm
 from gensr.config import Params
 from gensr.corpus.splits import CONFIRM, in_split
 from gensr.layout import confirm_degraded_manifest, degraded_manifest
-from gensr.storage import file_sha256, write_parquet
+from gensr.storage import file_sha256, remove_killed_writes, remove_killed_writes_of, write_parquet
 
 CANDIDATE_COLUMNS = [
     ("cand_id", pa.string()), ("deg_id", pa.string()), ("utt_id", pa.string()), ("paradigm", pa.string()),
@@ -97,42 +101,83 @@ def load_for_sampling(params: Params, paradigm: str, checkpoint: Path):
     return restorer
 
 
-def restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dict], deg_root: Path,
-                  out_dir: Path, n_candidates: int, seed_of, candidate_ids: bool, shard_clips: int,
-                  desc: str, save_codes: bool = True) -> dict:
-    import torch
+class RestorePlan:
+    """The shards of one restore job: which clips each batched call takes and the file that marks it done.
 
-    from gensr.audio.io import read_wav, write_wav
-    from gensr.models.features import n_frames
-    from gensr.storage import atomic_path
-    from gensr.train.data import pad_batch
+    A shard's file name carries a fingerprint of everything that decides its audio, so any process
+    that builds the same plan (a stage run, or one Dagster shard partition) agrees on every name.
+    """
 
-    """Restore `rows` (degraded clips under `deg_root`) with `checkpoint`, `n_candidates` seeded samples each."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found; run `gensr train-base --paradigm {paradigm}`")
-    restorer = load_for_sampling(params, paradigm, checkpoint)
-    sr = params.audio.sample_rate
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shard_dir = out_dir / "shards"
-    shard_dir.mkdir(exist_ok=True)
-    ckpt_hash = file_sha256(checkpoint)
-    shards = [rows[i : i + shard_clips] for i in range(0, len(rows), shard_clips)]
-    schema = CANDIDATE_SCHEMA if candidate_ids else RESTORED_SCHEMA
+    def __init__(self, params: Params, paradigm: str, checkpoint: Path, rows: list[dict], deg_root: Path,
+                 out_dir: Path, n_candidates: int, seed_of, candidate_ids: bool, shard_clips: int,
+                 save_codes: bool = True):
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: checkpoint not found; run `gensr train-base --paradigm {paradigm}`")
+        self.params, self.paradigm, self.checkpoint, self.rows = params, paradigm, checkpoint, rows
+        self.deg_root, self.out_dir, self.n_candidates, self.seed_of = deg_root, out_dir, n_candidates, seed_of
+        self.candidate_ids, self.save_codes = candidate_ids, save_codes
+        self.restorer = load_for_sampling(params, paradigm, checkpoint)
+        self.sr = params.audio.sample_rate
+        self.shard_dir = out_dir / "shards"
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_hash = file_sha256(checkpoint)
+        self.shards = [rows[i : i + shard_clips] for i in range(0, len(rows), shard_clips)]
+        self.schema = CANDIDATE_SCHEMA if candidate_ids else RESTORED_SCHEMA
+        self.paths = [self._shard_path(i, s) for i, s in enumerate(self.shards)]
+        for stale in set(self.shard_dir.glob("shard-*.parquet")) - set(self.paths):
+            stale.unlink(missing_ok=True)  # another shard partition may be removing it too
 
-    def shard_path(i: int, shard: list[dict]) -> Path:
-        key = json.dumps([ckpt_hash, restorer.sampling, n_candidates, sr, {"codes": candidate_ids and save_codes},
-                          [(r["deg_id"], [seed_of(r["deg_id"], j) for j in range(n_candidates)]) for r in shard]],
+    def _shard_path(self, i: int, shard: list[dict]) -> Path:
+        key = json.dumps([self.ckpt_hash, self.restorer.sampling, self.n_candidates, self.sr,
+                          {"codes": self.candidate_ids and self.save_codes},
+                          [(r["deg_id"], [self.seed_of(r["deg_id"], j) for j in range(self.n_candidates)]) for r in shard]],
                          sort_keys=True)
-        return shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+        return self.shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
 
-    paths = [shard_path(i, s) for i, s in enumerate(shards)]
-    for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
-        stale.unlink()
-    pending = [(s, p) for s, p in zip(shards, paths) if not p.is_file()]
-    start = time.perf_counter()
-    bar = tqdm(total=len(rows), initial=len(rows) - sum(len(s) for s, _ in pending), unit="clip", desc=desc)
-    for shard, path in pending:
+    def pending(self, part: int = 0, parts: int = 1) -> list[tuple[list[dict], Path]]:
+        """Unfinished shards i with i % parts == part (every unfinished shard by default)."""
+        return [(s, p) for i, (s, p) in enumerate(zip(self.shards, self.paths)) if i % parts == part and not p.is_file()]
+
+    def remove_killed_writes(self, part: int = 0, parts: int = 1) -> None:
+        """Remove the temp files a kill inside an atomic write left in the job's folders. The whole job
+        (parts=1) removes every one, as an uninterrupted run leaves none; a shard partition only those of
+        its own shards' tables, WAVs and codes, since partitions beside it may be writing theirs."""
+        folders = (self.out_dir, self.shard_dir, self.out_dir / "wav", self.out_dir / "codes")
+        if parts == 1:
+            for folder in folders:
+                remove_killed_writes(folder)
+            return
+        mine = [(s, p) for i, (s, p) in enumerate(zip(self.shards, self.paths)) if i % parts == part]
+        names = [self._file_name(r, j) for s, _ in mine for r in s for j in range(self.n_candidates)]
+        remove_killed_writes_of(self.shard_dir, [p.name for _, p in mine])
+        remove_killed_writes_of(self.out_dir / "wav", [f"{n}.wav" for n in names])
+        remove_killed_writes_of(self.out_dir / "codes", [f"{n}.npy" for n in names])
+
+    def _file_name(self, r: dict, j: int) -> str:
+        """The file stem of candidate j of clip r (the clip's deg_id when the job has no candidate ids)."""
+        return f"{r['deg_id']}__c{j}" if self.candidate_ids else r["deg_id"]
+
+    def run(self, pending: list[tuple[list[dict], Path]], desc: str, total: int | None = None) -> float:
+        """Restore and write the `pending` shards; returns the seconds it took."""
+        start = time.perf_counter()
+        total = len(self.rows) if total is None else total
+        bar = tqdm(total=total, initial=total - sum(len(s) for s, _ in pending), unit="clip", desc=desc)
+        for shard, path in pending:
+            self._restore_shard(shard, path)
+            bar.update(len(shard))
+        bar.close()
+        return time.perf_counter() - start
+
+    def _restore_shard(self, shard: list[dict], path: Path) -> None:
+        import torch
+
+        from gensr.audio.io import read_wav, write_wav
+        from gensr.models.features import n_frames
+        from gensr.storage import atomic_path
+        from gensr.train.data import pad_batch
+
+        out_dir, deg_root, sr, n_candidates = self.out_dir, self.deg_root, self.sr, self.n_candidates
         waves = []
         for r in shard:
             audio, file_sr = read_wav(deg_root / r["path"])
@@ -140,56 +185,98 @@ def restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dic
                 raise ValueError(f"{deg_root / r['path']}: {file_sr} Hz, expected audio.sample_rate={sr}")
             waves.append(audio)
         batch, lengths = pad_batch(waves)
-        seeds = torch.tensor([[seed_of(r["deg_id"], j) for j in range(n_candidates)] for r in shard], dtype=torch.int64)
-        out, codes = restorer.restore(batch, n_candidates, seeds, lengths=lengths, return_codes=True)
+        seeds = torch.tensor([[self.seed_of(r["deg_id"], j) for j in range(n_candidates)] for r in shard],
+                             dtype=torch.int64)
+        out, codes = self.restorer.restore(batch, n_candidates, seeds, lengths=lengths, return_codes=True)
         out = out.numpy()
         records = []
         for b, r in enumerate(shard):
             for j in range(n_candidates):
-                name = f"{r['deg_id']}__c{j}" if candidate_ids else r["deg_id"]
+                name = self._file_name(r, j)
                 wav = out_dir / "wav" / f"{name}.wav"
                 write_wav(wav, out[b, j, : int(lengths[b])], sr)
                 codes_path = None
-                if candidate_ids and save_codes and codes is not None:
+                if self.candidate_ids and self.save_codes and codes is not None:
                     codes_path = f"codes/{name}.npy"
                     (out_dir / "codes").mkdir(exist_ok=True)
                     with atomic_path(out_dir / codes_path) as tmp, open(tmp, "wb") as fh:
-                        np.save(fh, codes[b, j, : n_frames(int(lengths[b]), restorer.stft_cfg.hop)].numpy().astype(np.int32))
+                        np.save(fh, codes[b, j, : n_frames(int(lengths[b]), self.restorer.stft_cfg.hop)].numpy().astype(np.int32))
                 rec = {
-                    "cand_id": name, "deg_id": r["deg_id"], "utt_id": r["utt_id"], "paradigm": paradigm,
+                    "cand_id": name, "deg_id": r["deg_id"], "utt_id": r["utt_id"], "paradigm": self.paradigm,
                     "candidate": j, "seed": int(seeds[b, j]), "path": f"wav/{name}.wav", "codes_path": codes_path,
                     "clean_path": relative_path(deg_root / r["clean_path"], out_dir),
                     "degraded_path": relative_path(deg_root / r["path"], out_dir),
                     "text": r["text"], "speaker": r["speaker"], "split": r["split"],
                 }
-                records.append({k: rec[k] for k in schema.names})
-        write_parquet(pa.Table.from_pylist(records, schema=schema), path)
-        bar.update(len(shard))
-    bar.close()
-    seconds = time.perf_counter() - start
-    table = pa.concat_tables([pq.read_table(p) for p in paths]).cast(schema)
-    table = table.sort_by([(schema.names[0], "ascending")])
-    manifest = write_parquet(table, out_dir / "manifest.parquet")
-    keep = {Path(p).name for p in table.column("path").to_pylist()}
-    for wav in (out_dir / "wav").glob("*"):
-        if wav.name not in keep:
-            wav.unlink()
-    keep_codes = {Path(p).name for p in table.column("codes_path").to_pylist() if p} if candidate_ids else set()
-    for npy in (out_dir / "codes").glob("*"):
-        if npy.name not in keep_codes:
-            npy.unlink()
+                records.append({k: rec[k] for k in self.schema.names})
+        write_parquet(pa.Table.from_pylist(records, schema=self.schema), path)
+
+    def assemble(self) -> tuple[Path, pa.Table]:
+        """The manifest from every shard file (all must exist); files no shard lists are removed."""
+        out_dir, schema = self.out_dir, self.schema
+        table = pa.concat_tables([pq.read_table(p) for p in self.paths]).cast(schema)
+        table = table.sort_by([(schema.names[0], "ascending")])
+        manifest = write_parquet(table, out_dir / "manifest.parquet")
+        keep = {Path(p).name for p in table.column("path").to_pylist()}
+        for wav in (out_dir / "wav").glob("*"):
+            if wav.name not in keep:
+                wav.unlink()
+        keep_codes = {Path(p).name for p in table.column("codes_path").to_pylist() if p} if self.candidate_ids else set()
+        for npy in (out_dir / "codes").glob("*"):
+            if npy.name not in keep_codes:
+                npy.unlink()
+        return manifest, table
+
+
+def restore_rows(params: Params, paradigm: str, checkpoint: Path, rows: list[dict], deg_root: Path,
+                  out_dir: Path, n_candidates: int, seed_of, candidate_ids: bool, shard_clips: int,
+                  desc: str, save_codes: bool = True) -> dict:
+    """Restore `rows` (degraded clips under `deg_root`) with `checkpoint`, `n_candidates` seeded samples each."""
+    plan = RestorePlan(params, paradigm, checkpoint, rows, deg_root, out_dir, n_candidates, seed_of, candidate_ids,
+                       shard_clips, save_codes)
+    plan.remove_killed_writes()
+    pending = plan.pending()
+    seconds = plan.run(pending, desc)
+    manifest, table = plan.assemble()
     return {
         "path": str(manifest),
         "paradigm": paradigm,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": ckpt_hash,
+        "checkpoint": str(plan.checkpoint),
+        "checkpoint_sha256": plan.ckpt_hash,
         "n_clips": len(rows),
         "n_candidates": n_candidates,
         "n_rows": table.num_rows,
-        "shards": len(shards),
-        "shards_resumed": len(shards) - len(pending),
+        "shards": len(plan.shards),
+        "shards_resumed": len(plan.shards) - len(pending),
         "seconds": round(seconds, 3),
-        "sampling": dict(restorer.sampling),
+        "sampling": dict(plan.restorer.sampling),
+    }
+
+
+def restore_rows_part(params: Params, paradigm: str, checkpoint: Path, rows: list[dict], deg_root: Path,
+                      out_dir: Path, n_candidates: int, seed_of, candidate_ids: bool, shard_clips: int,
+                      desc: str, part: int, parts: int, save_codes: bool = True) -> dict:
+    """Only the shards i with i % parts == part of the `restore_rows` job with the same arguments, and no manifest:
+    one Dagster shard partition. `restore_rows` afterwards finds them done and assembles the same bytes."""
+    if not 0 <= part < parts:
+        raise ValueError(f"shard {part} is not one of 0..{parts - 1} (scaleout.shards={parts})")
+    plan = RestorePlan(params, paradigm, checkpoint, rows, deg_root, out_dir, n_candidates, seed_of, candidate_ids,
+                       shard_clips, save_codes)
+    plan.remove_killed_writes(part, parts)
+    mine = [(s, p) for i, (s, p) in enumerate(zip(plan.shards, plan.paths)) if i % parts == part]
+    pending = plan.pending(part, parts)
+    seconds = plan.run(pending, f"{desc} [shard {part}/{parts}]", total=sum(len(s) for s, _ in mine))
+    return {
+        "paradigm": paradigm,
+        "part": part,
+        "parts": parts,
+        "checkpoint_sha256": plan.ckpt_hash,
+        "n_clips": sum(len(s) for s, _ in mine),
+        "n_candidates": n_candidates,
+        "shards": len(mine),
+        "shards_resumed": len(mine) - len(pending),
+        "shard_files": [str(p) for _, p in mine],
+        "seconds": round(seconds, 3),
     }
 
 

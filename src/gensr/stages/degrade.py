@@ -5,9 +5,17 @@ Output (out_dir): wav/<deg_id>.wav (sample-aligned with the clean file), manifes
 clean files or user noise/RIR files that could not be used.
 
 Resume: clips are processed in shards; a finished shard leaves a Parquet of its rows under
-out_dir/.shards/<fingerprint>/, where the fingerprint covers the params and the clean manifest,
-so a rerun after a crash skips finished shards and a change of params starts afresh. The
-result does not depend on `workers` or `shard_size`: every clip has its own generator.
+out_dir/.shards/<fingerprint>/, where the fingerprint covers the params, the clean manifest and
+the bytes of every clean file and user noise/RIR file, so a rerun after a crash skips finished
+shards and any change starts afresh. The result does not depend on `workers` or `shard_size`:
+every clip has its own generator.
+
+No stale manifest: manifest.parquet and quarantine.parquet are removed before the first WAV is
+written and the manifest is written last, after WAVs no longer described are removed; so a
+manifest, when present, describes exactly the WAVs beside it, even after a kill.
+
+Ids from the clean manifest become file names: an utt_id that is empty, hidden, holds a path
+separator (`../../x`) or names more than one row is quarantined (bad_utt_id), never written.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,7 +39,7 @@ from tqdm import tqdm
 from gensr.audio.io import read_wav, write_wav
 from gensr.config import Params, params_from_dict
 from gensr.corpus.degrade import BabblePool, audio_folder, clip_rng, degrade
-from gensr.storage import file_sha256, write_parquet
+from gensr.storage import UnsafeName, check_file_name, file_sha256, path_inside, write_parquet
 
 CLEAN_COLUMNS = ("utt_id", "path", "text", "speaker", "split")
 
@@ -99,11 +108,15 @@ def manifest_row(clean: dict, copy: int, applied: list[dict], n_samples: int, pa
     return row
 
 
-def fingerprint(params: Params, clean_manifest: Path) -> str:
-    """Identifies one run's outputs: everything that changes them, nothing that doesn't."""
+def fingerprint(params: Params, clean_manifest: Path, sources: dict[str, str] | None = None) -> str:
+    """Identifies one run's outputs: everything that changes them, nothing that doesn't.
+
+    `sources`: name -> sha256 of every input file read (clean WAVs, user noise/RIR files)."""
     deg = params.degrade.model_dump(mode="json", exclude={"workers", "shard_size"})
     key = {"seed": params.seed, "audio": params.audio.model_dump(mode="json"), "degrade": deg}
     key["clean_manifest"] = file_sha256(clean_manifest)
+    if sources:
+        key["sources"] = dict(sorted(sources.items()))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,7 +132,7 @@ def _read_clean_manifest(clean_dir: Path, sample_rate: int) -> list[dict]:
         rates = set(table.column("sample_rate").to_pylist())
         if rates - {sample_rate}:
             raise ValueError(f"{path}: sample rates {sorted(rates)} differ from audio.sample_rate={sample_rate}")
-    rows = sorted(table.select(list(CLEAN_COLUMNS)).to_pylist(), key=lambda r: r["utt_id"])
+    rows = sorted(table.select(list(CLEAN_COLUMNS)).to_pylist(), key=lambda r: (r["utt_id"] is None, str(r["utt_id"])))
     if not rows:
         raise ValueError(f"{path}: the clean manifest is empty; nothing to degrade")
     return rows
@@ -155,19 +168,41 @@ def _read_clean(path: Path, sample_rate: int) -> np.ndarray:
     return audio
 
 
-def _unusable_clean(rows: list[dict], clean_dir: Path, out_dir: Path, sample_rate: int) -> dict[str, dict]:
-    """Read every clean file once up front, so that a bad one is neither degraded nor mixed into babble."""
-    bad = {}
+def _rel_to_out(clean_dir: Path, rel_clean, out_dir: Path) -> str:
+    return os.path.relpath(os.path.abspath(clean_dir / str(rel_clean)), os.path.abspath(out_dir))
+
+
+def _bad_ids(rows: list[dict], clean_dir: Path, out_dir: Path) -> tuple[set, list[dict]]:
+    """Ids that cannot name an output file, or name more than one clean row: (ids, quarantine rows)."""
+    counts = Counter(r["utt_id"] for r in rows)
+    ids, rejects = set(), []
+    for r in rows:
+        try:
+            check_file_name(r["utt_id"], "utt_id")
+            if counts[r["utt_id"]] > 1:
+                raise UnsafeName(f"utt_id {r['utt_id']!r} names {counts[r['utt_id']]} rows of the clean manifest")
+        except UnsafeName as err:
+            ids.add(r["utt_id"])
+            rejects.append({"path": _rel_to_out(clean_dir, r["path"], out_dir), "reason": f"bad_utt_id: {err}"[:300]})
+    return ids, rejects
+
+
+def _unusable_clean(rows: list[dict], clean_dir: Path, out_dir: Path, sample_rate: int) -> tuple[dict, dict]:
+    """Read every clean file once up front, so that a bad one is neither degraded nor mixed into babble.
+
+    Returns (utt_id -> quarantine row of the unusable, utt_id -> sha256 of the usable)."""
+    bad, hashes = {}, {}
     root = clean_dir.resolve()
     for r in tqdm(rows, desc="check clean", unit="clip", leave=False, disable=len(rows) < 1000):
         try:
-            if not (clean_dir / r["path"]).resolve().is_relative_to(root):
+            if not isinstance(r["path"], str) or not (clean_dir / r["path"]).resolve().is_relative_to(root):
                 raise ValueError(f"path escapes the corpus folder {clean_dir}")
             _read_clean(clean_dir / r["path"], sample_rate)
+            hashes[r["utt_id"]] = file_sha256(clean_dir / r["path"])
         except Exception as err:  # a bad clean file is data, not a crash
-            rel = os.path.relpath(os.path.abspath(clean_dir / r["path"]), os.path.abspath(out_dir))
-            bad[r["utt_id"]] = {"path": rel, "reason": f"{type(err).__name__}: {err}"[:300]}
-    return bad
+            bad[r["utt_id"]] = {"path": _rel_to_out(clean_dir, r["path"], out_dir),
+                                "reason": f"{type(err).__name__}: {err}"[:300]}
+    return bad, hashes
 
 
 def _check_babble_speakers(params: Params, rows: list[dict]) -> None:
@@ -199,7 +234,7 @@ def degrade_shard(params_json: dict, clean_dir: str, out_dir: str, jobs: list[tu
         pool = pools[clean["split"]]
         degraded, applied = degrade(audio, sr, rng, params.degrade, speaker=clean["speaker"], babble_pool=pool)
         row = manifest_row(clean, copy, applied, len(degraded), params, rel_clean)
-        write_wav(out_dir / row["path"], degraded, sr)
+        write_wav(path_inside(out_dir, row["path"], "deg_id"), degraded, sr)
         rows.append(row)
     return rows
 
@@ -207,8 +242,10 @@ def degrade_shard(params_json: dict, clean_dir: str, out_dir: str, jobs: list[tu
 # ---------------------------------------------------------------- the stage
 
 
-def _user_folder_rejects(params: Params, out_dir: Path) -> list[dict]:
-    """Scan user noise/RIR folders once up front: a bad config fails fast, bad files are quarantined."""
+def _user_folder_rejects(params: Params, out_dir: Path, hashes: dict[str, str] | None = None) -> list[dict]:
+    """Scan user noise/RIR folders once up front: a bad config fails fast, bad files are quarantined.
+
+    `hashes`, if given, receives "<param>/<file>" -> sha256 of every usable file (for the fingerprint)."""
     folders = []
     if "user" in params.degrade.noise.kinds and params.degrade.noise.prob > 0:
         folders.append((params.degrade.noise.user_dir, "degrade.noise.user_dir"))
@@ -217,6 +254,8 @@ def _user_folder_rejects(params: Params, out_dir: Path) -> list[dict]:
     rejects = []
     for root, param in folders:
         folder = audio_folder(str(Path(root).resolve()), params.audio.sample_rate, param)
+        if hashes is not None:
+            hashes.update({f"{param}/{rel}": file_sha256(folder.root / rel) for rel in folder.files})
         for path, reason in folder.rejected:
             rejects.append({"path": os.path.relpath(path, os.path.abspath(out_dir)), "reason": f"{param}: {reason}"})
     return rejects
@@ -228,18 +267,25 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     cfg = params.degrade
     clean_rows = _read_clean_manifest(clean_dir, params.audio.sample_rate)
-    unusable = _unusable_clean(clean_rows, clean_dir, out_dir, params.audio.sample_rate)
-    usable_rows = [r for r in clean_rows if r["utt_id"] not in unusable]
+    bad_ids, id_rejects = _bad_ids(clean_rows, clean_dir, out_dir)
+    unusable, hashes = _unusable_clean([r for r in clean_rows if r["utt_id"] not in bad_ids], clean_dir, out_dir,
+                                       params.audio.sample_rate)
+    usable_rows = [r for r in clean_rows if r["utt_id"] not in unusable and r["utt_id"] not in bad_ids]
     _check_babble_speakers(params, usable_rows)
-    quarantined = _user_folder_rejects(params, out_dir) + list(unusable.values())
+    sources = {f"clean/{u}": h for u, h in hashes.items()}
+    quarantined = _user_folder_rejects(params, out_dir, sources) + id_rejects + list(unusable.values())
+    excluded = set(unusable) | bad_ids
 
     jobs = [(r["utt_id"], c) for r in usable_rows for c in range(cfg.copies)]
     shards = [jobs[i : i + cfg.shard_size] for i in range(0, len(jobs), cfg.shard_size)]
-    shard_dir = out_dir / ".shards" / fingerprint(params, clean_dir / "manifest.parquet")
-    if (out_dir / ".shards").is_dir():  # shards of other params can never be reused
+    shard_dir = out_dir / ".shards" / fingerprint(params, clean_dir / "manifest.parquet", sources)
+    if (out_dir / ".shards").is_dir():  # shards of other params or inputs can never be reused
         for stale in (out_dir / ".shards").iterdir():
             if stale != shard_dir:
                 shutil.rmtree(stale)
+    # From the first WAV written until the new manifest, no manifest may describe this folder.
+    (out_dir / "manifest.parquet").unlink(missing_ok=True)
+    (out_dir / "quarantine.parquet").unlink(missing_ok=True)
 
     def done_path(i: int) -> Path:
         return shard_dir / f"{i:05d}.parquet"
@@ -248,7 +294,7 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     params_json = params.model_dump(mode="json")
 
     def args(i: int) -> tuple:
-        return params_json, str(clean_dir), str(out_dir), shards[i], frozenset(unusable)
+        return params_json, str(clean_dir), str(out_dir), shards[i], frozenset(excluded)
 
     def finish(i: int, rows: list[dict]) -> None:
         write_parquet(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), done_path(i))
@@ -271,20 +317,25 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     manifest = pa.concat_tables([MANIFEST_SCHEMA.empty_table(), *tables]).sort_by("deg_id")
     quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
     quarantine = quarantine.sort_by([("path", "ascending"), ("reason", "ascending")])
-    write_parquet(manifest, out_dir / "manifest.parquet")
     write_parquet(quarantine, out_dir / "quarantine.parquet")
     _remove_orphan_wavs(out_dir, set(manifest.column("path").to_pylist()))
+    write_parquet(manifest, out_dir / "manifest.parquet")  # last: its presence means a complete folder
     shutil.rmtree(out_dir / ".shards", ignore_errors=True)
     return summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
 
 
 def _remove_orphan_wavs(out_dir: Path, keep: set[str]) -> None:
-    """WAVs from an earlier run with other params or a bigger corpus would mislead; drop them."""
+    """WAVs from an earlier run with other params or a bigger corpus would mislead; drop them, and
+    anything else in wav/ (the stage owns the folder: folders an older version made from a bad id)."""
     wav_dir = out_dir / "wav"
     if wav_dir.is_dir():
-        for wav in wav_dir.iterdir():
-            if f"wav/{wav.name}" not in keep:
-                wav.unlink()
+        for entry in wav_dir.iterdir():
+            if f"wav/{entry.name}" in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 # ---------------------------------------------------------------- summaries (also used by the Dagster asset)

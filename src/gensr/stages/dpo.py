@@ -44,7 +44,7 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     import torch
 
     from gensr.models import load_restorer
-    from gensr.tracking import run_url, start_run
+    from gensr.tracking import link_base_run, log_checkpoint, run_url, start_run
 
     strategy = strategy or params.dpo.strategy
     pairs_path = _need(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
@@ -57,8 +57,9 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     out_dir = out_dir or aligned_dir(params, paradigm, strategy)
     from gensr.align.train import run_dpo
 
+    devices = params.scaleout.trainer if params.scaleout is not None else None
     if not track:
-        return run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir)
+        return run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir, trainer=devices)
     mlruns = Path(params.paths.mlruns)
     log_params = {"paradigm": paradigm, "strategy": strategy, "base_checkpoint": str(base),
                   "pairs_sha256": file_sha256(pairs_path), "n_pairs": len(pairs), **settings.__dict__,
@@ -68,7 +69,10 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     name = f"{paradigm} {strategy}" if parent_run_id else f"{kind}-{paradigm}-{strategy_slug(strategy)}"
     with start_run(mlruns, kind, name, params=log_params, tags=all_tags, data_paths=(pairs_path,),
                    dagster_run_id=dagster_run_id, parent_run_id=parent_run_id) as run:
-        summary = run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir, run=run, mlruns_dir=mlruns)
+        link_base_run(mlruns, run.info.run_id, base)
+        summary = run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir, run=run, mlruns_dir=mlruns,
+                          trainer=devices)
+        log_checkpoint(mlruns, run.info.run_id, summary["checkpoint"])
         summary["mlflow_url"] = run_url(mlruns, run)
     write_json(summary, out_dir / "summary.json")
     return summary

@@ -134,11 +134,16 @@ def export_pairs(params: Params, paradigm: str, strategy: str, out_dir: Path) ->
     from gensr.preference.export import export_dataset
 
     src = pairs_dir(params, paradigm, strategy)
-    stats = json.loads(_need(src / "stats.json", "pair stats", f"run `gensr pairs --paradigm {paradigm}`").read_text())
-    info = {"paradigm": paradigm, "strategy": strategy, "margins": stats["margins"],
-            "max_pairs_per_clip": stats["max_pairs_per_clip"], "data_hash": stats["pairs_sha256"][:16],
-            "params": {"pairs": params.pairs.model_dump(mode="json"), "seed": params.seed}}
-    return export_dataset(src / "pairs.parquet", out_dir, stats, info)
+    stats_path = _need(src / "stats.json", "pair stats", f"run `gensr pairs --paradigm {paradigm}`")
+    stats = json.loads(stats_path.read_text())
+    try:
+        info = {"paradigm": paradigm, "strategy": strategy, "margins": stats["margins"],
+                "max_pairs_per_clip": stats["max_pairs_per_clip"], "data_hash": stats["pairs_sha256"][:16],
+                "params": {"pairs": params.pairs.model_dump(mode="json"), "seed": params.seed}}
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{stats_path}: no key {err}; rebuild it with `gensr pairs --paradigm {paradigm}`") from None
+    return export_dataset(_need(src / "pairs.parquet", "pair table", f"run `gensr pairs --paradigm {paradigm}`"),
+                          out_dir, stats, info)
 
 
 

@@ -111,6 +111,11 @@ def codec_ceiling(params: Params, codec, mlflow=None) -> dict:
     return ceiling
 
 
+def _devices(params: Params):
+    """scaleout.trainer, or None (one CPU process) when params have no scaleout block."""
+    return params.scaleout.trainer if params.scaleout is not None else None
+
+
 def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | None = None) -> dict:
     """Train the codec on the train split (clean; the decoder also reads the degraded side), save it and
     measure its ceiling on the test split: clean codes decoded with the degraded input as side input."""
@@ -130,7 +135,7 @@ def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | Non
 
         logger = lightning_logger(params.paths.mlruns, run) if run is not None else None
         codec, fit_summary = train_codec_model(params.codec, params.restorers.features, clips,
-                                               params.audio.sample_rate, params.seed, logger)
+                                               params.audio.sample_rate, params.seed, logger, _devices(params))
         ckpt = save_codec(codec, codec_checkpoint(params))
         ceiling = codec_ceiling(params, codec, mlflow)
         summary = {**fit_summary, "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
@@ -188,7 +193,7 @@ def train_base(params: Params, paradigm: str, *, track: bool = True, dagster_run
 
         logger = lightning_logger(params.paths.mlruns, run) if run is not None else None
         fit_summary = fit(restorer, restorer.sft_loss, restorer.trainable_parameters(), clips, p.train,
-                          params.audio.sample_rate, params.seed, logger)
+                          params.audio.sample_rate, params.seed, logger, trainer=_devices(params))
         restorer.save(ckpt, extra={"codec_sha256": codec_sha, "final_loss": fit_summary["final_loss"]})
         manifest = restore_split(params, paradigm, ckpt, "test", out_dir=out / "restored_test",
                                  max_clips=params.restorers.eval_clips)
@@ -231,12 +236,13 @@ def _run_and_record(params: Params, out: Path, run_name: str, paradigm: str, log
                     run_all, *, track: bool, dagster_run_id: str | None) -> dict:
     """Run `run_all(run, mlflow)` inside an SFT MLflow run (or `run_all()` untracked); write summary.json."""
     if track:
-        from gensr.tracking import configure, run_url, start_run
+        from gensr.tracking import configure, log_checkpoint, run_url, start_run
 
         mlflow = configure(params.paths.mlruns)
         with start_run(params.paths.mlruns, "sft", run_name, params=log_params, data_paths=(data_path,),
                        dagster_run_id=dagster_run_id, tags={"gensr.paradigm": paradigm}) as run:
             summary = run_all(run, mlflow)
+            log_checkpoint(params.paths.mlruns, run.info.run_id, summary["checkpoint"])
             summary["mlflow_url"] = run_url(params.paths.mlruns, run)
     else:
         summary = run_all()

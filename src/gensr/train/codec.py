@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gensr.config.models import SpectralCodecParams, StftFeatures
+from gensr.config.scaleout import TrainerParams
 from gensr.models import features as feats
 from gensr.models.codec import SpectralCodec, fit_residual_codebooks
 from gensr.storage import save_torch
@@ -48,40 +49,54 @@ def _codec_latents(codec: SpectralCodec, clips: list[Clip], n_frames: int, seed:
     return z[torch.from_numpy(np.sort(keep))]
 
 
-def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Clip], sample_rate: int,
-                      seed: int, logger=None) -> tuple[SpectralCodec, dict]:
-    """`clips`: (degraded, clean) training pairs."""
-    if any(c.degraded is None for c in clips):
-        raise ValueError("codec training needs (degraded, clean) pairs: the decoder learns to read the degraded input")
-    torch.manual_seed(seed)
-    codec = SpectralCodec({"stft": stft.model_dump(), "model": p.model.model_dump()})
-    fit_norm(codec.norm, clips, codec.stft_cfg)
+class CodecObjective:
+    """The L1 loss of phase 1 (`autoencoder`) or phase 3 (`decoder`) on normalised clean log-magnitude.
 
-    def spectra(wave, lengths):
+    A plain callable rather than a closure, so that spawned DDP processes can unpickle it with the codec.
+    """
+
+    def __init__(self, codec: SpectralCodec, phase: str, code_noise: float = 0.0):
+        if phase not in ("autoencoder", "decoder"):
+            raise ValueError(f"codec phase must be 'autoencoder' or 'decoder', got {phase!r}")
+        self.codec, self.phase, self.code_noise = codec, phase, code_noise
+
+    def spectra(self, wave, lengths):
+        codec = self.codec
         log_mag = feats.log_magnitude(feats.clipwise_stft(wave, lengths, codec.stft_cfg), codec.stft_cfg)
         mask = feats.frame_mask(lengths, log_mag.shape[0], log_mag.shape[1], codec.stft_cfg.hop)
         return codec.norm(log_mag) * mask.unsqueeze(-1), mask
 
-    def autoencoder_loss(_degraded, clean, lengths):
-        x, mask = spectra(clean, lengths)
-        err = (codec.decode_latents(codec.latents(x, mask), mask) - x).abs() * mask.unsqueeze(-1)
-        return err.sum() / (mask.sum() * x.shape[-1])
-
-    def decoder_loss(degraded, clean, lengths):
-        x, mask = spectra(clean, lengths)
-        side, _ = spectra(degraded, lengths)
+    def __call__(self, degraded, clean, lengths):
+        codec = self.codec
+        x, mask = self.spectra(clean, lengths)
+        if self.phase == "autoencoder":
+            err = (codec.decode_latents(codec.latents(x, mask), mask) - x).abs() * mask.unsqueeze(-1)
+            return err.sum() / (mask.sum() * x.shape[-1])
+        side, _ = self.spectra(degraded, lengths)
         with torch.no_grad():
             codes = codec.quantize(codec.latents(x, mask))
-            if p.code_noise > 0:  # global RNG: seeded by fit() through seed_everything
-                swap = torch.rand(codes.shape) < p.code_noise
+            if self.code_noise > 0:  # global RNG: seeded by fit() through seed_everything (per rank with DDP)
+                swap = torch.rand(codes.shape) < self.code_noise
                 codes = torch.where(swap, torch.randint(0, codec.codebook_size, codes.shape), codes)
             z_q = codec.embed_codes(codes)
         err = (codec.decode_latents(z_q, mask, side) - x).abs() * mask.unsqueeze(-1)
         return err.sum() / (mask.sum() * x.shape[-1])
 
+
+def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Clip], sample_rate: int,
+                      seed: int, logger=None, trainer: TrainerParams | None = None) -> tuple[SpectralCodec, dict]:
+    """`clips`: (degraded, clean) training pairs; `trainer`: the devices of both fits (None = one CPU process)."""
+    if any(c.degraded is None for c in clips):
+        raise ValueError("codec training needs (degraded, clean) pairs: the decoder learns to read the degraded input")
+    torch.manual_seed(seed)
+    codec = SpectralCodec({"stft": stft.model_dump(), "model": p.model.model_dump()})
+    fit_norm(codec.norm, clips, codec.stft_cfg)
+    autoencoder_loss = CodecObjective(codec, "autoencoder")
+    decoder_loss = CodecObjective(codec, "decoder", p.code_noise)
+
     start = time.perf_counter()
     ae = fit(codec, autoencoder_loss, [p for p in codec.parameters()], clips, p.autoencoder, sample_rate,
-             seed, logger, "codec/autoencoder_loss")
+             seed, logger, "codec/autoencoder_loss", trainer)
     t0 = time.perf_counter()
     z = _codec_latents(codec, clips, p.kmeans_frames, seed)
     books = fit_residual_codebooks(z, p.model.n_codebooks, p.model.codebook_size, p.kmeans_iters,
@@ -90,7 +105,7 @@ def train_codec_model(p: SpectralCodecParams, stft: StftFeatures, clips: list[Cl
     kmeans_seconds = time.perf_counter() - t0
     decoder_params = [*codec.decoder.parameters(), *codec.side.parameters(), *codec.to_bins.parameters()]
     dec = fit(codec, decoder_loss, decoder_params, clips, p.decoder_finetune, sample_rate, seed + 1, logger,
-              "codec/decoder_loss")
+              "codec/decoder_loss", trainer)
     codec.eval()
     return codec, {
         "autoencoder_loss": ae["final_loss"],

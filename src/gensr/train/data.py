@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from gensr.audio.io import read_wav
+from gensr.train.distributed import rank_rows
 
 
 @dataclass
@@ -69,11 +70,15 @@ class CropBatches(IterableDataset):
 
     Clips shorter than the crop are zero-padded and their true length is returned. When the
     clips have no degraded side (codec training) the clean crop is returned twice.
+    With `world` > 1 processes, every rank draws the same global batches and yields only its
+    rows (gensr.train.distributed.rank_rows): the one-process batches, split.
     """
 
-    def __init__(self, clips: list[Clip], steps: int, batch_size: int, crop_samples: int, seed: int):
+    def __init__(self, clips: list[Clip], steps: int, batch_size: int, crop_samples: int, seed: int,
+                 rank: int = 0, world: int = 1):
         self.clips, self.steps, self.batch_size = clips, steps, batch_size
         self.crop, self.seed = crop_samples, seed
+        self.rows = rank_rows(batch_size, rank, world) if world > 1 else None
 
     def __len__(self) -> int:
         return self.steps
@@ -94,7 +99,10 @@ class CropBatches(IterableDataset):
                 src = clip.degraded if clip.degraded is not None else clip.clean
                 deg[i, :take] = torch.from_numpy(src[start : start + take])
                 lengths[i] = take
-            yield deg, clean, lengths
+            if self.rows is None:
+                yield deg, clean, lengths
+            else:
+                yield deg[self.rows], clean[self.rows], lengths[self.rows]
 
 
 class CropDataModule(L.LightningDataModule):
@@ -103,4 +111,9 @@ class CropDataModule(L.LightningDataModule):
         self.dataset = CropBatches(clips, steps, batch_size, crop_samples, seed)
 
     def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:  # built inside each rank's process, where its rank is known
+            d = self.dataset
+            return DataLoader(CropBatches(d.clips, d.steps, d.batch_size, d.crop, d.seed, self.trainer.global_rank, world),
+                              batch_size=None, num_workers=0)
         return DataLoader(self.dataset, batch_size=None, num_workers=0)

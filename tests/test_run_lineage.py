@@ -1,0 +1,103 @@
+"""MLflow lineage: a DPO run names the run that trained its base checkpoint (found by the file's sha256), and
+the base and aligned checkpoints are artifacts of their runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gensr import tracking
+from gensr.storage import file_sha256
+
+
+def _client(mlruns):
+    return tracking.configure(mlruns).MlflowClient()
+
+
+def _checkpoint_artifact(client, run_id, tmp_path, name="restorer.pt") -> bytes:
+    paths = [a.path for a in client.list_artifacts(run_id, tracking.CHECKPOINT_ARTIFACTS)]
+    assert paths == [f"{tracking.CHECKPOINT_ARTIFACTS}/{name}"]
+    local = client.download_artifacts(run_id, paths[0], str(tmp_path / run_id))
+    return open(local, "rb").read()
+
+
+@pytest.mark.slow
+def test_dpo_run_names_its_base_run_and_both_log_their_checkpoints(tmp_path, project_params):
+    from test_align import _write_pairs, tiny_restorer
+
+    from gensr.layout import base_checkpoint
+    from gensr.stages.dpo import aligned_dir, train_dpo
+    from gensr.stages.pairs import pairs_dir
+    from gensr.stages.restorers import _run_and_record
+
+    params = project_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
+                             f"paths.mlruns={tmp_path / 'mlruns'}", "dpo.fm.steps=2", "dpo.fm.batch_size=2",
+                             "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=1"])
+    pdir = pairs_dir(params, "fm", "multi")
+    pdir.mkdir(parents=True)
+    _write_pairs(pdir)
+    base_ckpt = base_checkpoint(params, "fm")
+
+    def train(run, mlflow):  # the base stage's recording, with a tiny restorer in place of the SFT fit
+        tiny_restorer("fm").save(base_ckpt)
+        return {"paradigm": "fm", "checkpoint": str(base_ckpt), "checkpoint_sha256": file_sha256(base_ckpt)}
+
+    base_summary = _run_and_record(params, base_ckpt.parent, "sft-fm", "fm", {"paradigm": "fm"},
+                                   pdir / "pairs.parquet", train, track=True, dagster_run_id=None)
+    summary = train_dpo(params, "fm", "multi")
+
+    client = _client(tmp_path / "mlruns")
+    dpo = client.get_run(summary["mlflow_run_id"])
+    (base,) = client.search_runs([client.get_experiment_by_name("gensr-sft").experiment_id])
+    assert base_summary["mlflow_url"].split("/runs/")[1].startswith(base.info.run_id)
+    assert dpo.data.tags[tracking.TAG_BASE_RUN] == base.info.run_id
+    note = dpo.data.tags[tracking.NOTE_TAG]
+    assert tracking.ui_url(base.info.experiment_id, base.info.run_id) in note and "sft-fm" in note
+    # each checkpoint is an artifact of the run that wrote it, tagged with its sha256
+    aligned_ckpt = aligned_dir(params, "fm", "multi") / "restorer.pt"
+    assert base.data.tags[tracking.TAG_CHECKPOINT] == file_sha256(base_ckpt)
+    assert dpo.data.tags[tracking.TAG_CHECKPOINT] == file_sha256(aligned_ckpt) != file_sha256(base_ckpt)
+    assert _checkpoint_artifact(client, base.info.run_id, tmp_path) == base_ckpt.read_bytes()
+    assert _checkpoint_artifact(client, dpo.info.run_id, tmp_path) == aligned_ckpt.read_bytes()
+
+
+def test_base_run_made_before_checkpoint_tags_is_found_through_its_summary(tmp_path):
+    """An older store: the base run has no checkpoint tag, but the summary.json beside the checkpoint names it
+    and records the same sha256. A checkpoint whose bytes changed since then finds nothing."""
+    mlruns = tmp_path / "mlruns"
+    ckpt = tmp_path / "models" / "base" / "ar" / "restorer.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights v1")
+    with tracking.start_run(mlruns, "sft", "sft-ar") as base:
+        base_url = tracking.run_url(mlruns, base)
+    (ckpt.parent / "summary.json").write_text(json.dumps({"checkpoint_sha256": file_sha256(ckpt),
+                                                          "mlflow_url": base_url}))
+    with tracking.start_run(mlruns, "dpo", "dpo-ar-multi") as dpo:
+        assert tracking.link_base_run(mlruns, dpo.info.run_id, ckpt) == base.info.run_id
+    client = _client(mlruns)
+    assert client.get_run(dpo.info.run_id).data.tags[tracking.TAG_BASE_RUN] == base.info.run_id
+
+    ckpt.write_bytes(b"weights v2")  # retrained outside this store: the summary's sha256 no longer matches
+    assert tracking.find_checkpoint_run(mlruns, ckpt) is None
+    with tracking.start_run(mlruns, "dpo", "dpo-ar-multi") as orphan:
+        assert tracking.link_base_run(mlruns, orphan.info.run_id, ckpt) is None
+    tags = client.get_run(orphan.info.run_id).data.tags
+    assert tracking.TAG_BASE_RUN not in tags
+    assert "no run of this store wrote that checkpoint" in tags[tracking.NOTE_TAG]
+    assert file_sha256(ckpt)[:12] in tags[tracking.NOTE_TAG]
+
+
+def test_a_tagged_run_wins_and_a_deleted_one_is_skipped(tmp_path):
+    """Two runs wrote the same bytes (a byte-reproducible retrain): the newer live one is the base."""
+    mlruns = tmp_path / "mlruns"
+    ckpt = tmp_path / "restorer.pt"
+    ckpt.write_bytes(b"same weights")
+    ids = []
+    for name in ("first", "second"):
+        with tracking.start_run(mlruns, "sft", name) as run:
+            assert tracking.log_checkpoint(mlruns, run.info.run_id, ckpt) == file_sha256(ckpt)
+            ids.append(run.info.run_id)
+    assert tracking.find_checkpoint_run(mlruns, ckpt).info.run_id == ids[1]
+    _client(mlruns).delete_run(ids[1])
+    assert tracking.find_checkpoint_run(mlruns, ckpt).info.run_id == ids[0]
