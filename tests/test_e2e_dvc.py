@@ -102,8 +102,8 @@ def _tree_cpu(proc) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run_dvc(project: Path, *args: str) -> tuple[int, str, dict[str, dict[str, float]]]:
-    """Run `dvc <args>` in `project`, its output also in dvc-<args>.log there. Returns (returncode, output, per stage
+def run_dvc(project: Path, *args: str, log: str) -> tuple[int, str, dict[str, dict[str, float]]]:
+    """Run `dvc <args>` in `project`, its output also in `log` there. Returns (returncode, output, per stage
     run: wall seconds and CPU seconds from its 'Running stage' line to the next one or to the end). The CPU seconds
     estimate the time on idle cores when other jobs share them (the smoke stages run one thread each).
     GENSR_E2E_TIMEOUT (seconds, default 7200) stops a run that hangs."""
@@ -115,14 +115,14 @@ def run_dvc(project: Path, *args: str) -> tuple[int, str, dict[str, dict[str, fl
     lines, marks = [], []  # marks: (stage, wall, cpu) at each stage start
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    with open(project / f"dvc-{'-'.join(args)}.log", "w") as log, subprocess.Popen(
+    with open(project / log, "w") as out, subprocess.Popen(
             ["dvc", *args], cwd=project, env=smoke_env(project), text=True, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True) as proc:
         def read() -> None:
             for line in proc.stdout:
                 now = time.monotonic() - t0
-                log.write(f"{now:8.1f} {line}")
-                log.flush()
+                out.write(f"{now:8.1f} {line}")
+                out.flush()
                 lines.append(line)
                 m = STAGE_START.match(line)
                 if m:
@@ -168,7 +168,7 @@ def smoke(tmp_path_factory):
                            env=smoke_env(project), capture_output=True, text=True, check=True).stdout.strip()
     assert Path(found).is_relative_to(project / "src"), f"the stages would import gensr from {found}, not the copy"
     stages = stage_names(project)
-    rc, output, seconds = run_dvc(project, "repro")
+    rc, output, seconds = run_dvc(project, "repro", log="repro-1.log")
     (project / "stage_seconds.json").write_text(json.dumps(seconds, indent=1))
     print(f"\nsmoke `dvc repro` in {project}:\n{timing_table(seconds)}")
     return {"project": project, "stages": stages, "rc": rc, "output": output, "seconds": seconds,
@@ -196,8 +196,8 @@ def test_smoke_profile_is_the_real_params_with_smaller_sizes():
 def test_every_stage_of_dvc_yaml_runs(smoke):
     ran = list(smoke["seconds"])
     failed = re.findall(r"failed to reproduce '([^']+)'", smoke["output"]) or ran[-1:]
-    assert smoke["rc"] == 0, (f"`dvc repro` failed in stage {failed} (exit {smoke['rc']}); log: "
-                              f"{smoke['project']}/dvc-repro.log\n{_tail(smoke['output'])}")
+    assert smoke["rc"] == 0, (f"`dvc repro` failed in stage {', '.join(map(repr, failed))} (exit {smoke['rc']}); log: "
+                              f"{smoke['project']}/repro-1.log\n{_tail(smoke['output'])}")
     missing = [s for s in smoke["stages"] if s not in ran]
     assert not missing, f"stages dvc.yaml declares that `dvc repro` did not run: {missing}"
     assert len(smoke["stages"]) >= 30, smoke["stages"]  # foreach x 3 paradigms, the ablation matrix, singing
@@ -363,7 +363,7 @@ def test_a_second_repro_has_nothing_to_do(smoke):
     assert smoke["rc"] == 0, "see test_every_stage_of_dvc_yaml_runs"
     project = smoke["project"]
     t0 = time.monotonic()
-    rc, output, seconds = run_dvc(project, "repro")
+    rc, output, seconds = run_dvc(project, "repro", log="repro-2.log")
     print(f"\nno-op `dvc repro`: {time.monotonic() - t0:.1f} s")
     assert rc == 0, _tail(output)
     assert not seconds, f"a second `dvc repro` ran {list(seconds)}: their outputs or deps changed after they ran"

@@ -25,7 +25,7 @@ EXPECTED_ASSETS = {
     "base_evaluation": {"base_checkpoints", "confirm_set", "degraded_corpus"},
     "ablation": {"preference_pairs", "base_evaluation"},
     "ablation_summary": {"ablation"},
-    "demo_page": {"evaluation", "ablation_summary"},
+    "demo_page": {"evaluation", "ablation_summary", "singing_evaluation"},
     "singing_corpus": set(),
     "singing_pseudo_labels": {"singing_corpus", "aligned_checkpoints", "base_checkpoints"},
     "initial_voicefixer": {"degraded_corpus"},

@@ -1,6 +1,7 @@
 """Asset `demo_page`: reports/demo/index.html, a thin shell over gensr.stages.report.demo_page.
 
-The singing section reads reports/singing/ when it exists; the singing assets join `deps` once they exist.
+The singing section reads reports/singing/, which `singing_evaluation` writes: a dep, so that a full
+materialization builds the page after it (as dvc.yaml's demo_page depends on reports/singing).
 """
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from gensr.stages.report import demo_page as build_demo_page
 from gensr_dagster.resources import MlflowResource, ParamsResource
 
 
-@dg.asset(deps=["evaluation", "ablation_summary"], group_name="report",
+@dg.asset(deps=["evaluation", "ablation_summary", "singing_evaluation"], group_name="report",
           description="The paper-style demo page (reports/demo/index.html): audio players and spectrograms per "
           "paradigm (degraded, base, aligned, clean), the evaluation with CIs, the ablation and its verdicts, the "
           "singing application, and how it was made. Opens from disk; its audio is WAV files beside it.")
