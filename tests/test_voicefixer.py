@@ -312,3 +312,51 @@ def test_restore_batched_keeps_lengths_and_alignment(trim):
         # same offset as alone; the padding only reaches the clip's last frames (GRU + conv receptive fields)
         head = len(wave) // 2
         assert np.abs(out[:head] - alone[:head]).max() < 0.05 * alone.std()
+
+
+# --- input-phase synthesis ------------------------------------------------------------------------------
+def _band_energy(wave: np.ndarray, sr: int, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(wave)) ** 2
+    freqs = np.fft.rfftfreq(len(wave), 1 / sr)
+    return float(spectrum[(freqs >= low) & (freqs < high)].sum())
+
+
+def test_input_phase_rendering_keeps_scales_and_adds():
+    model = build_voicefixer(tiny_config(synthesis="input_phase")).eval()
+    wave = torch.from_numpy(speech_like(0.6, 16000, 1) + np.random.default_rng(2).normal(0, 0.01, 9600)
+                            .astype(np.float32))[None]
+    mel = model.mel(wave)
+    # its own mel gives the input back (gain 1 everywhere; STFT -> iSTFT round trip)
+    same = model.frontend.input_phase(wave, mel)
+    assert same.shape == wave.shape and torch.allclose(same, wave, atol=1e-4)
+    # a mel at a quarter of the level gives the input at a quarter (gain <= 1: the input's bins, scaled)
+    assert torch.allclose(model.frontend.input_phase(wave, mel / 4), wave / 4, atol=1e-4)
+    # a low-passed input whose restored mel has the top bands back: energy is added there, from the restored mel
+    spec = np.fft.rfft(wave[0].numpy())
+    spec[np.fft.rfftfreq(wave.shape[-1], 1 / 16000) >= 4000] = 0
+    low = torch.from_numpy(np.fft.irfft(spec, n=wave.shape[-1]).astype(np.float32))[None]
+    out = model.frontend.input_phase(low, mel)[0].numpy()
+    assert _band_energy(out, 16000, 4500, 8000) > 20 * _band_energy(low[0].numpy(), 16000, 4500, 8000)
+    assert _band_energy(out, 16000, 4500, 8000) < 2 * _band_energy(wave[0].numpy(), 16000, 4500, 8000)
+
+
+def test_input_phase_model_restores_aligned_and_trains_no_vocoder():
+    from gensr.voicefixer.train import restore, train_voicefixer
+
+    torch.manual_seed(0)
+    model = build_voicefixer(tiny_config(synthesis="input_phase"))
+    vocoder_before = {k: v.clone() for k, v in model.vocoder.state_dict().items()}
+    summary = train_voicefixer(model, pairs_of(3, 0.5, 16000), tiny_train(steps=3), seed=7)
+    assert summary["vocoder"] is None  # not frozen, but unused by the synthesis: not trained
+    assert all(torch.equal(vocoder_before[k], v) for k, v in model.vocoder.state_dict().items())
+    waves = [speech_like(s, 16000, i) for i, s in enumerate((0.5, 0.83, 0.2))]
+    batched = restore(model, waves, batch_size=3)
+    assert [len(w) for w in batched] == [len(w) for w in waves]
+    for wave, out in zip(waves, batched):
+        alone = restore(model, wave)
+        assert np.corrcoef(alone, wave)[0, 1] > 0.5  # aligned with its input (no vocoder offset)
+        head = len(wave) // 2
+        assert np.abs(out[:head] - alone[:head]).max() < 0.05 * alone.std()
+    with torch.no_grad():  # forward() is the same rendering, cut to the input's length
+        single = torch.from_numpy(waves[1])[None]
+        assert torch.allclose(model(single)[0], torch.from_numpy(restore(model, waves[1])), atol=1e-5)

@@ -48,6 +48,14 @@ class VoicefixerModel(Block):
                                                     "longer than the input) is cut to the input length: 'center' "
                                                     "as official restore_inmem, 'start' keeps a fixed alignment "
                                                     "(what training here uses).")
+    synthesis: Literal["vocoder", "input_phase"] = Field(
+        default="vocoder",
+        description="How the restored mel becomes a waveform. 'vocoder': the TFGAN vocoder (official; it needs "
+        "long training: trained here for minutes, its copy-synthesis of clean speech scores below the degraded "
+        "input). 'input_phase': the input's STFT with its phase kept; each bin is scaled by the restored/input "
+        "mel ratio where that ratio is at most 1 (noise, reverb removed), and where the restored mel is louder "
+        "than the input (lost bands) it takes the larger of the input magnitude and the restored mel's "
+        "least-squares linear magnitude. No vocoder is trained or used then.")
 
     @classmethod
     def official(cls) -> VoicefixerModel:
@@ -55,7 +63,7 @@ class VoicefixerModel(Block):
         return cls(sample_rate=44100, n_fft=2048, hop=441, n_mels=128, denoiser_hidden=512, denoiser_gru_layers=2,
                    unet_channels=[32, 64, 128, 256, 384, 384], unet_blocks=4, vocoder_channels=1024,
                    vocoder_cond_channels=512, vocoder_upsample=[7, 7, 3, 3], vocoder_resstack_depth=[8, 8, 8, 8],
-                   vocoder_kernel=3, vocoder_mel_weight=True, output_trim="center")
+                   vocoder_kernel=3, vocoder_mel_weight=True, output_trim="center", synthesis="vocoder")
 
     @model_validator(mode="after")
     def _check(self):

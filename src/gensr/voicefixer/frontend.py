@@ -16,6 +16,7 @@ from torch import nn
 
 LOG_FLOOR = 1e-8  # to_log in voicefixer/tools/pytorch_util.py
 LOG_CEIL = 5.0  # from_log clips log10 values at 5
+LOUDER_TOLERANCE = 0.01  # input_phase: a restored/input ratio within 1% of 1 (0.04 dB) counts as 1
 
 
 def to_log(mel: torch.Tensor) -> torch.Tensor:
@@ -68,3 +69,27 @@ class MelFrontEnd(nn.Module):
 
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.hop
+
+    def input_phase(self, wave: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """Render a restored linear mel [B, 1, T, n_mels] on the input wave [B, L] -> [B, L] (synthesis
+        'input_phase'): the input's STFT keeps its phase; each bin is scaled by the restored/input mel ratio
+        of the bands it belongs to (filter-weighted) where that ratio is at most 1, and where the restored
+        mel is louder than the input (ratio > 1.01) (lost bands) the bin takes the larger of the input magnitude and the
+        restored mel's least-squares linear magnitude. Bins of exact digital silence stay silent (no phase)."""
+        spec = torch.stft(wave.float(), self.n_fft, self.hop, self.n_fft, self.window, center=True,
+                          pad_mode="reflect", return_complex=True)  # [B, F, T]
+        magnitude = spec.abs()
+        fb = self.fb  # [F, M]
+        weight = fb.sum(1)  # [F]: 0 for a bin no filter covers (DC): it takes the gain of the nearest covered bin
+        covered = torch.nonzero(weight > LOG_FLOOR)[:, 0]
+        nearest = covered[torch.argmin((torch.arange(len(weight))[:, None] - covered[None, :]).abs(), dim=1)]
+        mel_in = torch.matmul(torch.clamp(magnitude**2, min=LOG_FLOOR).sqrt().transpose(1, 2), fb)  # [B, T, M]
+        ratio = mel[:, 0] / mel_in.clamp(min=LOG_FLOOR)
+        gain = torch.matmul(ratio, fb.T) / weight.clamp(min=LOG_FLOOR)  # [B, T, F]
+        gain = gain[..., nearest].transpose(1, 2)  # [B, F, T]
+        least_squares = torch.clamp(torch.matmul(mel[:, 0], torch.linalg.pinv(fb)), min=0).transpose(1, 2)
+        louder = gain > 1 + LOUDER_TOLERANCE
+        scaled = torch.where(louder, torch.maximum(magnitude, least_squares), magnitude * gain.clamp(max=1))
+        phase = spec / magnitude.clamp(min=LOG_FLOOR)
+        return torch.istft(scaled * phase, self.n_fft, self.hop, self.n_fft, self.window, center=True,
+                           length=wave.shape[-1])

@@ -59,10 +59,19 @@ class Voicefixer(nn.Module):
         """Linear mel [B, 1, T, n_mels] -> waveform [B, (T + T % 2 + 4) * hop] (uncut)."""
         return self.vocoder(mel)[:, 0]
 
+    def render(self, wave: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """Restored linear mel [B, 1, T, n_mels] of the input wave [B, L] -> waveform, by
+        `config.synthesis`: the vocoder's raw output (uncut, cut it with `trim`), or the input-phase
+        rendering, exactly [B, L]."""
+        if self.config.synthesis == "input_phase":
+            return self.frontend.input_phase(wave, mel)
+        return self.synthesise(mel)
+
     def trim_start(self, length: int) -> int:
         """Where a clip of `length` samples starts in the vocoder output of its own mel: 'center' cuts the
-        surplus evenly as the official _trim_center (the surplus is always >= 4 hops), 'start' keeps 0."""
-        if self.config.output_trim == "start":
+        surplus evenly as the official _trim_center (the surplus is always >= 4 hops), 'start' keeps 0.
+        The input-phase rendering is aligned with its input: 0."""
+        if self.config.output_trim == "start" or self.config.synthesis == "input_phase":
             return 0
         frames = self.frontend.n_frames(length)
         return ((frames + frames % 2 + 4) * self.config.hop - length) // 2
@@ -74,7 +83,7 @@ class Voicefixer(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Degraded wave [B, L] -> restored wave [B, L]."""
         log_mel = self.analyse(self.mel(wave))["mel"]
-        raw = self.synthesise(from_log(log_mel))
+        raw = self.render(wave, from_log(log_mel))
         start = self.trim_start(wave.shape[-1])
         return raw[:, start : start + wave.shape[-1]]
 

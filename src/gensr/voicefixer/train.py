@@ -9,7 +9,8 @@ warm-up + cosine):
    log-magnitude L1, as Parallel WaveGAN) plus `mel_loss_weight` x L1 on the log-mel of the output.
    No discriminator: the budget is minutes on 2 CPU cores, where a GAN's extra discriminator passes halve
    the generator steps and its adversarial term only starts paying off after tens of thousands of steps;
-   the STFT + mel losses converge within the budget (at the price of some buzz/phasiness).
+   the STFT + mel losses converge within the budget (at the price of some buzz/phasiness). With
+   `synthesis: input_phase` the vocoder is not used, and not trained.
 It is used for the initial Voicefixer (degraded speech -> clean speech) and for fine-tuning on
 (degraded singing, pseudo-label) pairs, where `cfg.freeze_vocoder` keeps the vocoder as it is.
 
@@ -112,7 +113,7 @@ def train_voicefixer(model: Voicefixer, pairs: Sequence[tuple[np.ndarray, np.nda
     summary: dict = {"n_pairs": len(pairs), "seed": seed, "freeze_vocoder": cfg.freeze_vocoder}
     summary["analysis"] = fit(model, analysis_loss(model), list(model.generator.parameters()), _clips(pairs, True),
                               cfg.analysis, sr, seed, logger, metric_name="voicefixer/analysis_loss")
-    if cfg.freeze_vocoder:
+    if cfg.freeze_vocoder or model.config.synthesis != "vocoder":  # frozen, or not used by the synthesis
         summary["vocoder"] = None
     else:
         summary["vocoder"] = fit(model, vocoder_loss(model, cfg), list(model.vocoder.parameters()),
@@ -136,7 +137,7 @@ def restore(model: Voicefixer, waves: np.ndarray | Sequence[np.ndarray], batch_s
         batch, lengths = pad_batch([np.asarray(items[i], np.float32) for i in chunk])
         if batch.shape[-1] < min_len:
             batch = F.pad(batch, (0, min_len - batch.shape[-1]))
-        raw = model.synthesise(from_log(model.analyse(model.mel(batch))["mel"]))
+        raw = model.render(batch, from_log(model.analyse(model.mel(batch))["mel"]))
         for i, wave in zip(chunk, model.trim(raw, lengths.tolist())):
             out[i] = wave.numpy().astype(np.float32)
     return out[0] if single else out
