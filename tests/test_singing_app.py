@@ -277,6 +277,17 @@ def test_evaluation_table_has_every_system_with_cis_and_triptychs(project, train
     assert res["target"]["met"] in (True, False)
 
 
+def test_initial_voicefixer_is_reproducible(project, trained):
+    """Seeded weights: a second run, after the global RNG has moved on, writes the same checkpoint bytes."""
+    from gensr.stages.singing import train_initial_voicefixer
+
+    params, _, _ = project
+    torch.manual_seed(987)
+    torch.rand(1000)
+    again = train_initial_voicefixer(params, track=False)
+    assert again["checkpoint_sha256"] == trained[0]["checkpoint_sha256"]
+
+
 def test_cli_commands_explain_themselves():
     from gensr.cli import app
 

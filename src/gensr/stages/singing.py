@@ -223,11 +223,14 @@ def train_initial_voicefixer(params: Params, *, track: bool = True, dagster_run_
     from gensr.layout import degraded_manifest
     from gensr.train.data import load_paired_clips
     from gensr.voicefixer import save_voicefixer, voicefixer_from_params
+    import torch
+
     from gensr.voicefixer.train import train_voicefixer
 
     start = time.perf_counter()
     vf, sr = _block(params, "voicefixer"), params.audio.sample_rate
     _threads(params)
+    torch.manual_seed(params.seed)  # the initial weights (training itself is seeded by its loop)
     model = voicefixer_from_params(vf)
     official = vf.official_analysis_ckpt is not None
     out = voicefixer_dir(params, "initial")
