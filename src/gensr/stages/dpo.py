@@ -13,8 +13,8 @@ import pandas as pd
 from gensr.config import Params
 from gensr.layout import base_checkpoint
 from gensr.preference.pairs import strategy_slug
-from gensr.stages.pairs import _need, pairs_dir
-from gensr.storage import file_sha256, write_json
+from gensr.stages.pairs import pairs_dir
+from gensr.storage import file_sha256, require_path, write_json
 
 
 def aligned_dir(params: Params, paradigm: str, strategy: str) -> Path:
@@ -47,9 +47,10 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     from gensr.tracking import link_base_run, log_checkpoint, run_url, start_run
 
     strategy = strategy or params.dpo.strategy
-    pairs_path = _need(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
-                       f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
-    base = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
+    pairs_path = require_path(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
+                              f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
+    base = require_path(base_checkpoint(params, paradigm), "base checkpoint",
+                        f"run `gensr train-base --paradigm {paradigm}`")
     torch.set_num_threads(int(params.restorers.threads))
     pairs = pd.read_parquet(pairs_path)
     policy, reference = load_restorer(base), load_restorer(base)
