@@ -120,19 +120,15 @@ def restore_voicefixer(model, waves: list[np.ndarray], sample_rate: int, batch_s
 
 
 def _tracked(params: Params, run_name: str, log_params: dict, data_paths: tuple, tags: dict, body,
-             track: bool, dagster_run_id: str | None) -> dict:
-    """Run `body(run, mlflow)` inside a 'voicefixer' MLflow run (or `body(None, None)` untracked)."""
+             track: bool, dagster_run_id: str | None, starts_from: Path | None = None) -> dict:
+    """Run `body(run, mlflow)` inside a 'voicefixer' MLflow run that keeps the checkpoint as an artifact and, when
+    it `starts_from` one, names the run that wrote it (or `body(None, None)` untracked)."""
     if not track:
         return body(None, None)
-    from gensr.tracking import configure, run_url, start_run
+    from gensr.tracking import run_with_checkpoint
 
-    mlflow = configure(params.paths.mlruns)
-    with start_run(params.paths.mlruns, "voicefixer", run_name, params=log_params, data_paths=data_paths,
-                   dagster_run_id=dagster_run_id, tags=tags) as run:
-        summary = body(run, mlflow)
-        summary["mlflow_run_id"] = run.info.run_id
-        summary["mlflow_url"] = run_url(params.paths.mlruns, run)
-    return summary
+    return run_with_checkpoint(params.paths.mlruns, "voicefixer", run_name, body, starts_from=starts_from,
+                               params=log_params, data_paths=data_paths, dagster_run_id=dagster_run_id, tags=tags)
 
 
 def _log_train_metrics(mlflow, summary: dict) -> None:
@@ -318,7 +314,8 @@ def finetune_voicefixer(params: Params, source: str, *, track: bool = True, dags
         return summary
 
     summary = _tracked(params, f"finetuned_{source}", log_params, (finetune_path, label_path),
-                       {"gensr.voicefixer": f"finetuned_{source}", "gensr.labels": source}, body, track, dagster_run_id)
+                       {"gensr.voicefixer": f"finetuned_{source}", "gensr.labels": source}, body, track, dagster_run_id,
+                       starts_from=initial_ckpt)
     write_json(summary, out / "summary.json")
     return summary
 
