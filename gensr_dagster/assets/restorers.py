@@ -11,13 +11,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from gensr.models.registry import PARADIGMS
 from gensr.stages import restorers as stage
 from gensr.stages import sample as sampling
-from gensr_dagster.partitions import paradigm_shard_partitions, shard_of
+from gensr_dagster.partitions import (
+    checked_paradigms,
+    paradigm_partitions,
+    paradigm_shard_partitions,
+    partitioned_check,
+    shard_of,
+)
 from gensr_dagster.resources import ParamsResource
-
-paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 
 
 def _comparison_md(comparison: dict) -> str:
@@ -70,14 +73,14 @@ def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource) 
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=base_checkpoints, blocking=True,
-                description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB (95% CI > 0).")
+@partitioned_check(asset=base_checkpoints, partitions_def=paradigm_partitions, blocking=True,
+                   description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB (95% CI > 0).")
 def base_beats_degraded(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     import json
 
     cfg = params.load()
     verdicts = {}
-    for paradigm in PARADIGMS:
+    for paradigm in checked_paradigms(context):
         path = sampling.base_checkpoint(cfg, paradigm).parent / "summary.json"
         if path.is_file():
             verdicts[paradigm] = json.loads(path.read_text()).get("beats_degraded", {})
