@@ -13,6 +13,7 @@ import dagster as dg
 
 from gensr.stages import restorers as stage
 from gensr.stages import sample as sampling
+from gensr.tracking import EXPERIMENTS
 from gensr_dagster.partitions import (
     checked_paradigms,
     paradigm_partitions,
@@ -20,7 +21,7 @@ from gensr_dagster.partitions import (
     partitioned_check,
     shard_of,
 )
-from gensr_dagster.resources import ParamsResource
+from gensr_dagster.resources import MlflowResource, ParamsResource
 
 
 def _comparison_md(comparison: dict) -> str:
@@ -40,9 +41,11 @@ def _run_id(context) -> str | None:
 
 @dg.asset(deps=["clean_corpus", "degraded_corpus"], group_name="restorers",
           description="Spectral codec (conv encoder, residual VQ from k-means, conv decoder) for the token paradigms, "
-                      "with its ceiling (clean -> codec -> waveform) on the test split.")
-def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
-    cfg = params.load()
+                      "with its ceiling (clean -> codec -> waveform) on the test split; its MLflow run is in the "
+                      "gensr-codec experiment.")
+def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
     s = stage.train_codec(cfg, dagster_run_id=_run_id(context))
     ceiling = s["ceiling"]["degraded_phase"]
     return dg.MaterializeResult(metadata={
@@ -51,14 +54,15 @@ def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource) 
         "final_loss": dg.MetadataValue.float(s["final_loss"]),
         "ceiling_degraded_phase": dg.MetadataValue.md(_comparison_md(ceiling)),
         "ceiling_clean_phase": dg.MetadataValue.md(_comparison_md(s["ceiling"]["clean_phase"])),
-        "mlflow_run": dg.MetadataValue.url(s["mlflow_url"]),
+        "mlflow": dg.MetadataValue.url(mlflow.run_url(s["mlflow_run_id"], EXPERIMENTS["codec"])),
     })
 
 
 @dg.asset(deps=[codec_checkpoint, "degraded_corpus"], partitions_def=paradigm_partitions, group_name="restorers",
           description="One SFT-trained restorer per paradigm (AR, MGM, FM), scored on the held-out test split.")
-def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
-    cfg = params.load()
+def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
     s = stage.train_base(cfg, context.partition_key, dagster_run_id=_run_id(context))
     meta = {
         "path": dg.MetadataValue.path(str(Path(s["checkpoint"]).resolve())),
@@ -66,7 +70,7 @@ def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource) 
         "final_loss": dg.MetadataValue.float(s["final_loss"]),
         "trainable_params": s["n_trainable_params"],
         "test_vs_degraded": dg.MetadataValue.md(_comparison_md(s["test"])),
-        "mlflow_run": dg.MetadataValue.url(s["mlflow_url"]),
+        "mlflow": dg.MetadataValue.url(mlflow.run_url(s["mlflow_run_id"], EXPERIMENTS["sft"])),
     }
     if s.get("codec_ceiling"):
         meta["codec_ceiling"] = dg.MetadataValue.md(_comparison_md(s["codec_ceiling"]["degraded_phase"]))
