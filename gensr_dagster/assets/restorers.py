@@ -78,7 +78,8 @@ def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource,
 
 
 @partitioned_check(asset=base_checkpoints, partitions_def=paradigm_partitions, blocking=True,
-                   description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB (95% CI > 0).")
+                   description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB "
+                               "(95% CI > 0).")
 def base_beats_degraded(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     import json
 

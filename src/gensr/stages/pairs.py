@@ -51,8 +51,9 @@ def load_metrics_wide(path: Path) -> pd.DataFrame:
     """Long metric table -> one row per candidate (clip_id), one float column per metric."""
     from gensr.metrics import to_wide
 
-    long = pd.read_parquet(require_path(path, "metric table", "score the candidates first: `gensr score --candidates "
-                                        f"{path.parent.parent.parent / 'candidates' / path.parent.name / 'manifest.parquet'} --out {path}`"))
+    candidates = path.parent.parent.parent / "candidates" / path.parent.name / "manifest.parquet"
+    fix = f"score the candidates first: `gensr score --candidates {candidates} --out {path}`"
+    long = pd.read_parquet(require_path(path, "metric table", fix))
     return _wide(to_wide(long))
 
 
