@@ -136,7 +136,7 @@ def codec_checkpoint(cfg: Params, partition=None) -> dict:
             "final_loss": _float(s["final_loss"]),
             "ceiling_degraded_phase": dg.MetadataValue.md(_comparison_md(s["ceiling"]["degraded_phase"])),
             "ceiling_clean_phase": dg.MetadataValue.md(_comparison_md(s["ceiling"]["clean_phase"])),
-            **({"mlflow_run": dg.MetadataValue.url(s["mlflow_url"])} if s.get("mlflow_url") else {})}
+            **_url(s.get("mlflow_url"))}
 
 
 def base_checkpoints(cfg: Params, paradigm: str) -> dict:
@@ -150,8 +150,7 @@ def base_checkpoints(cfg: Params, paradigm: str) -> dict:
     meta = {"path": _path(ckpt), "training_seconds": _float(s["train_seconds"]),
             "final_loss": _float(s["final_loss"]), "trainable_params": s["n_trainable_params"],
             "test_vs_degraded": dg.MetadataValue.md(_comparison_md(s["test"]))}
-    if s.get("mlflow_url"):
-        meta["mlflow_run"] = dg.MetadataValue.url(s["mlflow_url"])
+    meta.update(_url(s.get("mlflow_url")))
     if s.get("codec_ceiling"):
         meta["codec_ceiling"] = dg.MetadataValue.md(_comparison_md(s["codec_ceiling"]["degraded_phase"]))
     return meta

@@ -6,7 +6,13 @@ made outside it (`DagsterInstance.report_runless_asset_event`):
   carrying the stage names, each output's md5 from dvc.lock, a DataVersion made of those md5s, and the metadata
   the asset attaches when Dagster materializes it (read back from the stage's files: gensr_dagster.dvc_metadata);
 - one AssetCheckEvaluation per asset check of those assets: the real check function, run on the files (every
-  check here only reads), reported against the asset's latest materialization.
+  check here only reads), reported against the asset's latest materialization. A check of a partitioned asset
+  is partitioned like it (gensr_dagster.partitions.partitioned_check): it runs once per partition DVC built, with
+  that partition as its context's, and is reported against that partition's latest materialization, so each
+  partition shows its own result (`base_beats_degraded` on ar judges models/base/ar only). The evaluations of
+  one sync are stored by one in-process run of the one-op job `gensr_dvc_sync` (SYNC_JOB), not as runless
+  events: Dagster 1.13 stores one runless evaluation per check partition (a second one breaks a unique index of
+  its check table), and the run lists in the UI what each sync checked.
 
 Only what changed is reported: a partition whose data version equals that of its latest DVC-reported
 materialization is skipped, and so is a check already evaluated against the latest materialization. `make demo`
@@ -34,6 +40,7 @@ import yaml
 from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 
 SOURCE_TAG, SOURCE = "gensr/source", "dvc"
+SYNC_JOB = "gensr_dvc_sync"
 
 # dvc.yaml stage (before any @item) -> the Dagster asset it builds; tests/test_dagster_sync.py checks that every
 # stage of dvc.yaml is here and names an asset of the definitions.
@@ -82,7 +89,7 @@ class SyncReport:
     reported: list[str] = dataclasses.field(default_factory=list)
     unchanged: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
-    checks: dict[str, bool] = dataclasses.field(default_factory=dict)
+    checks: dict[str, bool] = dataclasses.field(default_factory=dict)  # "<asset>[<partition>]:<check>" -> passed
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -202,39 +209,88 @@ def _check_defs(defs: dg.Definitions, assets: set[str]):
             yield check_key, defs.get_asset_checks_def(check_key)
 
 
-def _evaluate_check(instance, check_key, checks_def, resources: dict, report: SyncReport) -> None:
-    """Run one check on the files and report it against the asset's latest materialization, unless done."""
+def _latest_check_record(instance, check_key, partition: str | None):
+    """The latest evaluation of a check (of one partition of it, for a partitioned check)."""
+    if partition is None:
+        return instance.get_latest_asset_check_evaluation_record(check_key)
+    from dagster._core.event_api import PartitionKeyFilter
+
+    return instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [check_key], partition_filter=PartitionKeyFilter(key=partition)).get(check_key)
+
+
+def _check_context(resources: dict, partition: str | None):
+    """The context a check gets in a run of `partition`: `context.partition_key` is the partition (a
+    MultiPartitionKey for paradigm x strategy, as in a run); build_asset_check_context takes no partition."""
+    if partition is None:
+        return dg.build_asset_check_context(resources=resources)
+    from dagster._core.execution.context.invocation import DirectAssetCheckExecutionContext
+
+    return DirectAssetCheckExecutionContext(op_execution_context=dg.build_op_context(resources=resources,
+                                                                                     partition_key=partition))
+
+
+def _evaluate_check(instance, check_key, checks_def, resources: dict, report: SyncReport,
+                    partition: str | None = None) -> dg.AssetCheckEvaluation | None:
+    """Run one check on the files, against the asset's latest materialization (of `partition`, for a partitioned
+    check); None when that one is already checked."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    latest = instance.fetch_materializations(check_key.asset_key, limit=1).records
+    records = dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition]) \
+        if partition is not None else check_key.asset_key
+    latest = instance.fetch_materializations(records, limit=1).records
     if not latest:
-        return
+        return None
     target = latest[0]
-    previous = instance.get_latest_asset_check_evaluation_record(check_key)
+    previous = _latest_check_record(instance, check_key, partition)
     done = previous is not None and previous.evaluation is not None and \
         previous.evaluation.target_materialization_data is not None and \
         previous.evaluation.target_materialization_data.storage_id == target.storage_id
     if done:
-        return
+        return None
     spec = checks_def.get_spec_for_check_key(check_key)
     needed = {k: v for k, v in resources.items() if k in checks_def.required_resource_keys}
+    label = check_key.asset_key.to_user_string() + (f"[{partition}]" if partition is not None else "")
     try:
-        result = checks_def(dg.build_asset_check_context(resources=needed))
+        result = checks_def(_check_context(needed, partition))
         passed, severity, description = bool(result.passed), result.severity, result.description
         metadata = dict(result.metadata or {})
     except Exception as err:  # noqa: BLE001 -- a check that cannot run is reported as such, not swallowed
         passed, severity = False, dg.AssetCheckSeverity.ERROR
         description, metadata = f"the check could not run: {type(err).__name__}: {err}", {}
-        report.errors[f"check {check_key.name}"] = description
-    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        report.errors[f"check {label}:{check_key.name}"] = description
+    report.checks[f"{label}:{check_key.name}"] = passed
+    return dg.AssetCheckEvaluation(
         asset_key=check_key.asset_key, check_name=check_key.name, passed=passed, severity=severity,
         description=(description or "") + " (run by `gensr dagster-sync` on the files `dvc repro` wrote)",
-        metadata=metadata, blocking=spec.blocking,
+        metadata=metadata, blocking=spec.blocking, partition=partition,
         target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
-            storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp)))
-    report.checks[f"{check_key.asset_key.to_user_string()}:{check_key.name}"] = passed
+            storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp))
+
+
+def _store_evaluations(instance, evaluations: list[dg.AssetCheckEvaluation]) -> str:
+    """Store check evaluations through one in-process run of SYNC_JOB, whose one op yields them; returns the run
+    id. A failed blocking check fails that run (after every evaluation is stored), as it fails a Dagster run. Its
+    console log is silenced: the sync prints its own summary, and a failed check is no error of the sync."""
+
+    @dg.op(name="report_check_evaluations", out={})
+    def report_check_evaluations():
+        yield from evaluations
+
+    @dg.job(name=SYNC_JOB, tags={SOURCE_TAG: SOURCE},
+            description="`gensr dagster-sync`: the asset checks, run on the files `dvc repro` wrote.")
+    def sync_checks():
+        report_check_evaluations()
+
+    result = sync_checks.execute_in_process(
+        instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        raise_on_error=False)
+    stored = len(result.get_asset_check_evaluations())
+    if stored != len(evaluations):
+        raise RuntimeError(f"run {result.run_id} ({SYNC_JOB}) stored {stored} of {len(evaluations)} check results")
+    return result.run_id
 
 
 def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, defs: dg.Definitions | None = None,
@@ -264,7 +320,7 @@ def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, 
             changed = changed_outputs(root)
         except RuntimeError as err:
             report.errors["dvc status"] = f"{err}; outputs were only checked to exist"
-    present = set()
+    present: dict[str, list] = defaultdict(list)  # asset -> its partitions (None: unpartitioned) DVC built
     for t in targets:
         missing = [p for s in t.stages for p in s.outs if not (root / p).exists()]
         differ = [c for s in t.stages for c in changed.get(s.name, [])]
@@ -274,7 +330,7 @@ def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, 
         if differ:
             report.skipped[t.label] = f"`dvc status`: {differ[0]} since dvc.lock (rerun `dvc repro`)"
             continue
-        present.add(t.asset)
+        present[t.asset].append(t.partition)
         if _last_dvc_version(instance, dg.AssetKey(t.asset), t.partition) == t.data_version():
             report.unchanged.append(t.label)
             continue
@@ -289,6 +345,14 @@ def sync(root: str | Path = ".", instance: dg.DagsterInstance | None = None, *, 
     if checks:
         resources = {"params": ParamsResource(params_path=str(root / "params.yaml"), overrides=overrides),
                      "mlflow": MlflowResource(mlruns_dir=str(cfg.paths.mlruns))}
-        for check_key, checks_def in _check_defs(defs, present):
-            _evaluate_check(instance, check_key, checks_def, resources, report)
+        evaluations = []
+        for check_key, checks_def in _check_defs(defs, set(present)):
+            partitioned = checks_def.get_spec_for_check_key(check_key).partitions_def is not None
+            for partition in present[check_key.asset_key.to_user_string()] if partitioned else [None]:
+                evaluation = _evaluate_check(instance, check_key, checks_def, resources, report, partition)
+                if evaluation is not None:
+                    evaluations.append(evaluation)
+        if evaluations:
+            run_id = _store_evaluations(instance, evaluations)
+            log(f"{len(evaluations)} check results stored by run {run_id} ({SYNC_JOB})")
     return report

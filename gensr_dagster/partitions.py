@@ -7,9 +7,13 @@ Dagster instance decide where and how many run at once (docs/scaling.md), the ex
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from gensr.config.align import PARADIGMS
+
+paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 
 
 def _shard_keys() -> list[str]:
@@ -46,3 +50,25 @@ def shard_of(context: dg.AssetExecutionContext, params) -> tuple[str, int, int]:
                          f"definitions were loaded with {parts} shard partitions: reload the code location (or drop "
                          "the scaleout.shards override)")
     return key["paradigm"], int(key["shard"]), parts
+
+
+def partitioned_check(*, asset, partitions_def: dg.PartitionsDefinition, **kwargs):
+    """`dg.asset_check` for a partitioned asset, partitioned like it: a run checks the partition it materialized
+    (so does `gensr dagster-sync`), and Dagster keeps one result per partition, so a failing paradigm shows on its
+    partition only. Partitioned checks are a Dagster preview feature (1.13): its warning is silenced here only."""
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                                    category=dg.PreviewWarning)
+            return dg.asset_check(asset=asset, partitions_def=partitions_def, **kwargs)(fn)
+    return decorate
+
+
+def checked_paradigms(context) -> list[str]:
+    """The paradigm partition a check runs for, or every paradigm for a check called without one."""
+    try:
+        if context.has_partition_key:
+            return [context.partition_key]
+    except Exception:  # a context built without a run (a direct call) may have no partition information
+        pass
+    return list(PARADIGMS)

@@ -121,9 +121,66 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
         # the ablation's check ran once (no evaluation.json yet: nothing to judge) and is not run again
         (check,) = _check_evaluations(instance, "ablation").values()
         assert check.evaluation.passed and "0 single-metric evaluations" in check.evaluation.description
+        assert check.partition == "ar|single:wer"
+        assert r.checks == {"ablation[ar|single:wer]:single_metric_does_not_hack": True}
         again = sync(root, instance, verify=False)
         assert again.reported == [] and again.checks == {}
         assert sorted(again.unchanged) == ["ablation[ar|single:wer]", "base_evaluation[ar]"]
+
+
+def _base_summary(root: Path, paradigm: str, beats: bool) -> None:
+    _write(root / f"models/base/{paradigm}/summary.json", {
+        "train_seconds": 1.0, "final_loss": 0.5, "n_trainable_params": 10, "test": {},
+        "beats_degraded": {"dnsmos_ovrl": beats, "pesq_wb": beats}})
+
+
+def test_a_partitioned_assets_checks_judge_each_partition_dvc_built(tmp_path):
+    """base_beats_degraded runs once per paradigm in dvc.lock, on that paradigm's files only, and each result is
+    stored on its partition; fm's files on disk (no stage of it in dvc.lock) are not judged."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "params.yaml").write_text(PARAMS.read_text())
+    for paradigm, beats in (("ar", True), ("mgm", False), ("fm", False)):
+        _base_summary(root, paradigm, beats)
+    stages = {p: (f"gensr train-base --paradigm {p}", {f"models/base/{p}": c * 32 + ".dir"}) for p, c in
+              (("ar", "a"), ("mgm", "b"))}
+    _lock(root, {f"train_base@{p}": stage for p, stage in stages.items()})
+    key = dg.AssetCheckKey(dg.AssetKey("base_checkpoints"), "base_beats_degraded")
+    with _instance(tmp_path) as instance:
+        r = sync(root, instance, verify=False)
+        assert r.reported == ["base_checkpoints[ar]", "base_checkpoints[mgm]"]
+        assert r.checks == {"base_checkpoints[ar]:base_beats_degraded": True,
+                            "base_checkpoints[mgm]:base_beats_degraded": False}
+        for paradigm, passed in (("ar", True), ("mgm", False)):
+            record = dvc_sync._latest_check_record(instance, key, paradigm)
+            assert record.partition == paradigm and record.evaluation.passed is passed
+            run = instance.get_run_by_id(record.run_id)
+            assert run.job_name == dvc_sync.SYNC_JOB
+            assert run.status == dg.DagsterRunStatus.FAILURE  # a failed blocking check fails the run, as in Dagster
+            assert record.evaluation.metadata["verdicts"].value.keys() == {paradigm}
+            latest = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[paradigm]), limit=1).records[0]
+            assert record.evaluation.target_materialization_data.storage_id == latest.storage_id
+        assert dvc_sync._latest_check_record(instance, key, "fm") is None
+
+        # nothing new: no check runs again; mgm rebuilt (a new md5): only mgm is checked again
+        assert sync(root, instance, verify=False).checks == {}
+        _base_summary(root, "mgm", True)
+        _lock(root, {"train_base@ar": stages["ar"],
+                     "train_base@mgm": ("gensr train-base --paradigm mgm", {"models/base/mgm": "c" * 32 + ".dir"})})
+        again = sync(root, instance, verify=False)
+        assert again.reported == ["base_checkpoints[mgm]"]
+        assert again.checks == {"base_checkpoints[mgm]:base_beats_degraded": True}
+        assert dvc_sync._latest_check_record(instance, key, "ar").evaluation.passed
+
+
+def test_a_check_context_carries_the_partition_as_a_run_gives_it():
+    """A paradigm x strategy partition arrives as a MultiPartitionKey, whose dimensions the ablation check reads."""
+    key = dg.MultiPartitionKey({"paradigm": "ar", "strategy": "single:wer"})
+    context = dvc_sync._check_context({}, key)
+    assert context.has_partition_key and context.partition_key.keys_by_dimension == {"paradigm": "ar",
+                                                                                      "strategy": "single:wer"}
+    assert not dvc_sync._check_context({}, None).has_partition_key
 
 
 def test_a_summary_that_cannot_be_read_is_reported_as_such(tmp_path):

@@ -100,6 +100,19 @@ def test_every_asset_check_targets_a_known_asset():
     assert targets <= set(EXPECTED_ASSETS)
 
 
+def test_every_check_of_a_partitioned_asset_is_partitioned_like_it():
+    """So a run, and `gensr dagster-sync`, checks the partition it materialized and each partition keeps its result."""
+    from gensr_dagster.definitions import defs
+
+    graph = _graph()
+    partitioned = 0
+    for key in graph.asset_check_keys:
+        spec = defs.get_asset_checks_def(key).get_spec_for_check_key(key)
+        assert spec.partitions_def == graph.get(key.asset_key).partitions_def, key
+        partitioned += spec.partitions_def is not None
+    assert partitioned >= 5  # base_checkpoints, metric_tables, preference_pairs, evaluation, ablation
+
+
 def test_dvc_stages_cover_the_pipeline_and_call_the_cli():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     expected = {"corpus", "degrade", "score_inputs", "train_codec", "train_base", "sample",

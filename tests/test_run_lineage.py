@@ -1,5 +1,5 @@
 """MLflow lineage: a DPO run names the run that trained its base checkpoint (found by the file's sha256), and
-the base and aligned checkpoints are artifacts of their runs."""
+the codec, base and aligned checkpoints are artifacts of their runs; the codec has its own experiment."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_dpo_run_names_its_base_run_and_both_log_their_checkpoints(tmp_path, pro
         tiny_restorer("fm").save(base_ckpt)
         return {"paradigm": "fm", "checkpoint": str(base_ckpt), "checkpoint_sha256": file_sha256(base_ckpt)}
 
-    base_summary = _run_and_record(params, base_ckpt.parent, "sft-fm", "fm", {"paradigm": "fm"},
+    base_summary = _run_and_record(params, base_ckpt.parent, "sft", "sft-fm", "fm", {"paradigm": "fm"},
                                    pdir / "pairs.parquet", train, track=True, dagster_run_id=None)
     summary = train_dpo(params, "fm", "multi")
 
@@ -101,3 +101,58 @@ def test_a_tagged_run_wins_and_a_deleted_one_is_skipped(tmp_path):
     assert tracking.find_checkpoint_run(mlruns, ckpt).info.run_id == ids[1]
     _client(mlruns).delete_run(ids[1])
     assert tracking.find_checkpoint_run(mlruns, ckpt).info.run_id == ids[0]
+
+
+def test_a_run_with_a_checkpoint_keeps_it_and_names_the_run_it_starts_from(tmp_path):
+    """What every training stage records (tracking.run_with_checkpoint): the file as an artifact, the run's id and
+    link in the summary, and for a run that starts from a checkpoint, the run that wrote that one."""
+    mlruns = tmp_path / "mlruns"
+    first, second = tmp_path / "initial.pt", tmp_path / "tuned.pt"
+
+    def body(path, data):
+        def write(run, mlflow):
+            path.write_bytes(data)
+            mlflow.log_metric("loss", 1.0)
+            return {"checkpoint": str(path)}
+        return write
+
+    made = tracking.run_with_checkpoint(mlruns, "voicefixer", "initial", body(first, b"v1"))
+    tuned = tracking.run_with_checkpoint(mlruns, "voicefixer", "tuned", body(second, b"v2"), starts_from=first)
+    client = _client(mlruns)
+    assert _checkpoint_artifact(client, made["mlflow_run_id"], tmp_path, "initial.pt") == b"v1"
+    assert _checkpoint_artifact(client, tuned["mlflow_run_id"], tmp_path, "tuned.pt") == b"v2"
+    assert "base_mlflow_run_id" not in made and tuned["base_mlflow_run_id"] == made["mlflow_run_id"]
+    run = client.get_run(tuned["mlflow_run_id"])
+    assert run.data.tags[tracking.TAG_BASE_RUN] == made["mlflow_run_id"]
+    assert tuned["mlflow_url"] == tracking.ui_url(run.info.experiment_id, run.info.run_id)
+
+
+@pytest.mark.slow
+def test_a_tiny_codec_run_lands_in_its_own_experiment_with_its_checkpoint(tmp_path, monkeypatch):
+    """`gensr train-codec` logs into gensr-codec (with its description), never beside the restorers in gensr-sft."""
+    from test_models import synthetic_clip, tiny_params
+
+    import gensr.train.data
+    from gensr.layout import degraded_manifest
+    from gensr.stages import restorers
+
+    params = tiny_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
+                          f"paths.mlruns={tmp_path / 'mlruns'}", "restorers.threads=1"])
+    degraded_manifest(params).parent.mkdir(parents=True)
+    degraded_manifest(params).write_bytes(b"the data hash reads it")
+    monkeypatch.setattr(gensr.train.data, "load_paired_clips", lambda *_: [synthetic_clip(i) for i in range(4)])
+    monkeypatch.setattr(restorers, "codec_ceiling", lambda *_: {})  # the metric suite is tested elsewhere
+    summary = restorers.train_codec(params)
+
+    client = _client(tmp_path / "mlruns")
+    run = client.get_run(summary["mlflow_run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == tracking.EXPERIMENTS["codec"] == "gensr-codec"
+    assert experiment.tags[tracking.NOTE_TAG] == tracking.EXPERIMENT_DESCRIPTIONS["gensr-codec"]
+    assert client.get_experiment_by_name("gensr-sft") is None
+    assert run.info.run_name == "codec" and run.data.params["codec.model.latent_dim"] == "8"
+    assert "final_loss" in run.data.metrics
+    assert f"/experiments/{experiment.experiment_id}/runs/{run.info.run_id}" in summary["mlflow_url"]
+    codec = restorers.codec_checkpoint(params)
+    assert run.data.tags[tracking.TAG_CHECKPOINT] == file_sha256(codec) == summary["checkpoint_sha256"]
+    assert _checkpoint_artifact(client, run.info.run_id, tmp_path, "codec.pt") == codec.read_bytes()

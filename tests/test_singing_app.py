@@ -115,7 +115,7 @@ def trained(project, labelled):
     from gensr.stages.singing import finetune_voicefixer, train_initial_voicefixer
 
     params, _, _ = project
-    initial = train_initial_voicefixer(params, track=False)
+    initial = train_initial_voicefixer(params, track=True)
     tuned = {s: finetune_voicefixer(params, s, track=True) for s in ("aligned", "base")}
     return initial, tuned
 
@@ -248,6 +248,29 @@ def test_finetuning_is_an_mlflow_run_with_params_curves_and_examples(project, tr
         inner = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, files[0])}
         assert {"degraded.wav", f"{source}_label.wav", "initial.wav", "finetuned.wav", "spectrogram.png"} <= inner
         assert "clean.wav" not in inner
+
+
+def test_voicefixer_runs_keep_their_checkpoints_and_the_finetuned_ones_name_the_initial_run(project, trained):
+    """Each Voicefixer checkpoint is an artifact of the run that wrote it (checkpoint/voicefixer.pt, sha256 tag);
+    a fine-tuned run names the initial run it starts from (tag and summary)."""
+    import mlflow
+
+    from gensr import tracking
+
+    _params, _, base = project
+    initial, tuned = trained
+    client = mlflow.tracking.MlflowClient(tracking.tracking_uri(base / "mlruns"))
+    for s in (initial, *tuned.values()):
+        run = client.get_run(s["mlflow_run_id"])
+        assert client.get_experiment(run.info.experiment_id).name == "gensr-voicefixer"
+        assert run.data.tags[tracking.TAG_CHECKPOINT] == s["checkpoint_sha256"]
+        (artifact,) = client.list_artifacts(run.info.run_id, tracking.CHECKPOINT_ARTIFACTS)
+        assert artifact.path == f"{tracking.CHECKPOINT_ARTIFACTS}/voicefixer.pt"
+        local = client.download_artifacts(run.info.run_id, artifact.path, str(base / run.info.run_id))
+        assert Path(local).read_bytes() == Path(s["checkpoint"]).read_bytes()
+    for s in tuned.values():
+        assert s["base_mlflow_run_id"] == initial["mlflow_run_id"]
+        assert client.get_run(s["mlflow_run_id"]).data.tags[tracking.TAG_BASE_RUN] == initial["mlflow_run_id"]
 
 
 def test_evaluation_table_has_every_system_with_cis_and_triptychs(project, trained):

@@ -15,6 +15,7 @@ from gensr.config.align import PARADIGMS
 from gensr.stages import ablation as ablation_stage
 from gensr.stages import evaluate as evaluate_stage
 from gensr.stages.confirm import build_confirm_set
+from gensr_dagster.partitions import paradigm_partitions, partitioned_check
 from gensr_dagster.resources import MlflowResource, ParamsResource
 
 
@@ -25,7 +26,6 @@ def _strategies() -> list[str]:
         return ["multi", "sft_clean"]
 
 
-paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 ablation_partitions = dg.MultiPartitionsDefinition({
     "paradigm": dg.StaticPartitionsDefinition(list(PARADIGMS)),
     "strategy": dg.StaticPartitionsDefinition(_strategies()),
@@ -72,9 +72,9 @@ def ablation(context: dg.AssetExecutionContext, params: ParamsResource, mlflow: 
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=ablation, blocking=False,
-                description="Warns when a single-metric strategy hacks: its target significantly better while a "
-                "metric of another dimension is significantly worse (the pre-registered rule).")
+@partitioned_check(asset=ablation, partitions_def=ablation_partitions, blocking=False,
+                   description="Warns when a single-metric strategy hacks: its target significantly better while a "
+                   "metric of another dimension is significantly worse (the pre-registered rule).")
 def single_metric_does_not_hack(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     cfg = params.load()
     keys = _partitions_checked(context, cfg)

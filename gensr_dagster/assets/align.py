@@ -6,13 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from gensr.config.align import PARADIGMS
 from gensr.stages import dpo as dpo_stage
 from gensr.stages import evaluate as evaluate_stage
 from gensr.stages import pairs as pairs_stage
+from gensr_dagster.partitions import checked_paradigms, paradigm_partitions, partitioned_check
 from gensr_dagster.resources import MlflowResource, ParamsResource
-
-paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 
 
 class PairsConfig(dg.Config):
@@ -21,16 +19,6 @@ class PairsConfig(dg.Config):
 
 class AlignConfig(dg.Config):
     strategy: str = ""  # empty = dpo.strategy (aligned_checkpoints) / evaluate.strategy (evaluation)
-
-
-def _paradigms(context) -> list[str]:
-    """The partition being checked, or every paradigm when the check runs unpartitioned."""
-    try:
-        if context.has_partition_key:
-            return [context.partition_key]
-    except Exception:  # checks of older Dagster versions have no partition context
-        pass
-    return list(PARADIGMS)
 
 
 @dg.asset(
@@ -57,12 +45,13 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, par
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=preference_pairs, blocking=True,
-                description="In every pair the chosen candidate dominates on every metric (margins respected), no NaN.")
+@partitioned_check(asset=preference_pairs, partitions_def=paradigm_partitions, blocking=True,
+                   description="In every pair the chosen candidate dominates on every metric (margins respected), "
+                               "no NaN.")
 def pairs_chosen_dominates(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     cfg = params.load()
     results, checked = {}, 0
-    for paradigm in _paradigms(context):
+    for paradigm in checked_paradigms(context):
         for strategy in cfg.pairs.strategies:
             path = pairs_stage.pairs_dir(cfg, paradigm, strategy) / "pairs.parquet"
             if path.exists():
@@ -138,12 +127,12 @@ def _dpo_run_url(cfg, paradigm: str, strategy: str) -> str | None:
     return json.loads(path.read_text()).get("mlflow_url") if path.exists() else None
 
 
-@dg.asset_check(asset=evaluation, blocking=False,
-                description="Warns when the aligned model is significantly worse than base on any metric.")
+@partitioned_check(asset=evaluation, partitions_def=paradigm_partitions, blocking=False,
+                   description="Warns when the aligned model is significantly worse than base on any metric.")
 def aligned_not_significantly_worse(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     cfg = params.load()
     worse, found = {}, 0
-    for paradigm in _paradigms(context):
+    for paradigm in checked_paradigms(context):
         path = evaluate_stage.evaluation_dir(cfg, paradigm) / "evaluation.json"
         if path.exists():
             found += 1

@@ -7,11 +7,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from gensr.config.align import PARADIGMS
-from gensr_dagster.partitions import paradigm_shard_partitions, shard_of
+from gensr_dagster.partitions import (
+    checked_paradigms,
+    paradigm_partitions,
+    paradigm_shard_partitions,
+    partitioned_check,
+    shard_of,
+)
 from gensr_dagster.resources import ParamsResource
-
-paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
 
 
 def _tables(cfg, paradigm: str) -> dict[str, Path]:
@@ -87,18 +90,14 @@ def metric_tables(context: dg.AssetExecutionContext, params: ParamsResource) -> 
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=metric_tables, blocking=True,
-                description="Every metric's NaN fraction is at most metrics.max_nan_rate, in every table written.")
+@partitioned_check(asset=metric_tables, partitions_def=paradigm_partitions, blocking=True,
+                   description="Every metric's NaN fraction is at most metrics.max_nan_rate, in every table written.")
 def metric_tables_nan_rate(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     from gensr.stages.score import nan_rates
 
     cfg = params.load()
-    try:
-        paradigms = [context.partition_key] if context.has_partition_key else list(PARADIGMS)
-    except Exception:  # checks of older Dagster versions have no partition context
-        paradigms = list(PARADIGMS)
     rates, over = {}, {}
-    for paradigm in paradigms:
+    for paradigm in checked_paradigms(context):
         for name, path in _tables(cfg, paradigm).items():
             if path.is_file():
                 for metric, rate in nan_rates(pd.read_parquet(path)).items():

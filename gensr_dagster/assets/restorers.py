@@ -11,13 +11,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from gensr.models.registry import PARADIGMS
 from gensr.stages import restorers as stage
 from gensr.stages import sample as sampling
-from gensr_dagster.partitions import paradigm_shard_partitions, shard_of
-from gensr_dagster.resources import ParamsResource
-
-paradigm_partitions = dg.StaticPartitionsDefinition(list(PARADIGMS))
+from gensr.tracking import EXPERIMENTS
+from gensr_dagster.partitions import (
+    checked_paradigms,
+    paradigm_partitions,
+    paradigm_shard_partitions,
+    partitioned_check,
+    shard_of,
+)
+from gensr_dagster.resources import MlflowResource, ParamsResource
 
 
 def _comparison_md(comparison: dict) -> str:
@@ -37,9 +41,11 @@ def _run_id(context) -> str | None:
 
 @dg.asset(deps=["clean_corpus", "degraded_corpus"], group_name="restorers",
           description="Spectral codec (conv encoder, residual VQ from k-means, conv decoder) for the token paradigms, "
-                      "with its ceiling (clean -> codec -> waveform) on the test split.")
-def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
-    cfg = params.load()
+                      "with its ceiling (clean -> codec -> waveform) on the test split; its MLflow run is in the "
+                      "gensr-codec experiment.")
+def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
     s = stage.train_codec(cfg, dagster_run_id=_run_id(context))
     ceiling = s["ceiling"]["degraded_phase"]
     return dg.MaterializeResult(metadata={
@@ -48,14 +54,15 @@ def codec_checkpoint(context: dg.AssetExecutionContext, params: ParamsResource) 
         "final_loss": dg.MetadataValue.float(s["final_loss"]),
         "ceiling_degraded_phase": dg.MetadataValue.md(_comparison_md(ceiling)),
         "ceiling_clean_phase": dg.MetadataValue.md(_comparison_md(s["ceiling"]["clean_phase"])),
-        "mlflow_run": dg.MetadataValue.url(s["mlflow_url"]),
+        "mlflow": dg.MetadataValue.url(mlflow.run_url(s["mlflow_run_id"], EXPERIMENTS["codec"])),
     })
 
 
 @dg.asset(deps=[codec_checkpoint, "degraded_corpus"], partitions_def=paradigm_partitions, group_name="restorers",
           description="One SFT-trained restorer per paradigm (AR, MGM, FM), scored on the held-out test split.")
-def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
-    cfg = params.load()
+def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
     s = stage.train_base(cfg, context.partition_key, dagster_run_id=_run_id(context))
     meta = {
         "path": dg.MetadataValue.path(str(Path(s["checkpoint"]).resolve())),
@@ -63,21 +70,22 @@ def base_checkpoints(context: dg.AssetExecutionContext, params: ParamsResource) 
         "final_loss": dg.MetadataValue.float(s["final_loss"]),
         "trainable_params": s["n_trainable_params"],
         "test_vs_degraded": dg.MetadataValue.md(_comparison_md(s["test"])),
-        "mlflow_run": dg.MetadataValue.url(s["mlflow_url"]),
+        "mlflow": dg.MetadataValue.url(mlflow.run_url(s["mlflow_run_id"], EXPERIMENTS["sft"])),
     }
     if s.get("codec_ceiling"):
         meta["codec_ceiling"] = dg.MetadataValue.md(_comparison_md(s["codec_ceiling"]["degraded_phase"]))
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=base_checkpoints, blocking=True,
-                description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB (95% CI > 0).")
+@partitioned_check(asset=base_checkpoints, partitions_def=paradigm_partitions, blocking=True,
+                   description="Restored test outputs beat the degraded inputs on DNSMOS OVRL and PESQ-WB "
+                               "(95% CI > 0).")
 def base_beats_degraded(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     import json
 
     cfg = params.load()
     verdicts = {}
-    for paradigm in PARADIGMS:
+    for paradigm in checked_paradigms(context):
         path = sampling.base_checkpoint(cfg, paradigm).parent / "summary.json"
         if path.is_file():
             verdicts[paradigm] = json.loads(path.read_text()).get("beats_degraded", {})

@@ -119,6 +119,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def require_path(path: str | Path, what: str, fix: str) -> Path:
+    """`path`, or FileNotFoundError naming it, what it is and the command that makes it (a stage's missing input)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {what} not found; {fix}")
+    return Path(path)
+
+
 # ---------------------------------------------------------------- names and paths from data
 
 MAX_NAME_BYTES = 200  # leaves room for suffixes ("__d0.wav") under the usual 255-byte limit

@@ -298,6 +298,26 @@ def link_base_run(mlruns_dir: str | Path, run_id: str, base_checkpoint: str | Pa
     return None if base is None else base.info.run_id
 
 
+def run_with_checkpoint(mlruns_dir: str | Path, kind: str, run_name: str, body, *,
+                        starts_from: str | Path | None = None, **start_run_args) -> dict:
+    """`body(run, mlflow)` inside a new run of `kind` (`start_run_args` go to `start_run`): every stage that trains
+    a checkpoint records it this way. The summary `body` returns names the checkpoint it wrote, logged as an
+    artifact of the run (`log_checkpoint`); the summary gains the run's id and link. A run that `starts_from` a
+    checkpoint (DPO from its base, fine-tuning from the initial model) names the run that wrote it first
+    (`link_base_run`), and its id goes into the summary as `base_mlflow_run_id` (None when no run of this store
+    wrote that checkpoint)."""
+    mlflow = configure(mlruns_dir)
+    with start_run(mlruns_dir, kind, run_name, **start_run_args) as run:
+        base_run = link_base_run(mlruns_dir, run.info.run_id, starts_from) if starts_from is not None else None
+        summary = body(run, mlflow)
+        log_checkpoint(mlruns_dir, run.info.run_id, summary["checkpoint"])
+        summary["mlflow_run_id"] = run.info.run_id
+        summary["mlflow_url"] = run_url(mlruns_dir, run)
+        if starts_from is not None:
+            summary["base_mlflow_run_id"] = base_run
+    return summary
+
+
 def lightning_logger(mlruns_dir: str | Path, run):
     """An MLFlowLogger attached to an existing run (never falls back to the file store)."""
     from lightning.pytorch.loggers import MLFlowLogger

@@ -35,8 +35,8 @@ from gensr.layout import base_checkpoint
 from gensr.preference.pairs import strategy_slug
 from gensr.stages.dpo import dpo_settings, train_dpo
 from gensr.stages.evaluate import compare_checkpoint
-from gensr.stages.pairs import _need, _write_text
-from gensr.storage import file_sha256, write_json
+from gensr.stages.pairs import _write_text
+from gensr.storage import file_sha256, require_path, write_json
 
 PRIMARY = ("multi", "sft_clean")  # the pre-registered head-to-head: does the DPO term add anything over SFT?
 ROLE_TAG, KEY_TAG = "gensr.ablation_role", "gensr.ablation_key"
@@ -162,8 +162,8 @@ def log_evaluation(params: Params, run_id: str, split: str, res: dict) -> None:
 # --- summary --------------------------------------------------------------------------------
 def _per_clip(params: Params, paradigm: str, strategy: str, split: str) -> pd.DataFrame:
     path = report_dir(params, paradigm, strategy, split) / "restored" / "per_clip.parquet"
-    return pd.read_parquet(_need(path, "per-clip scores", f"run `gensr ablation --paradigm {paradigm} --strategy "
-                                 f"{strategy}`"))
+    return pd.read_parquet(require_path(path, "per-clip scores",
+                                        f"run `gensr ablation --paradigm {paradigm} --strategy {strategy}`"))
 
 
 def summarize_ablation(params: Params, *, track: bool = True) -> dict:
@@ -175,8 +175,8 @@ def summarize_ablation(params: Params, *, track: bool = True) -> dict:
     results, verdicts = {}, {}
     for paradigm in params.ablation.paradigms:
         for split in params.ablation.splits:
-            res = {s: json.loads(_need(report_dir(params, paradigm, s, split) / "evaluation.json", "evaluation",
-                                       f"run `gensr ablation --paradigm {paradigm} --strategy {s}`").read_text())
+            res = {s: json.loads(require_path(report_dir(params, paradigm, s, split) / "evaluation.json", "evaluation",
+                                              f"run `gensr ablation --paradigm {paradigm} --strategy {s}`").read_text())
                    for s in params.ablation.strategies}
             per_clip = {s: _per_clip(params, paradigm, s, split) for s in params.ablation.strategies}
             results[(paradigm, split)] = res

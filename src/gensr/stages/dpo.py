@@ -13,8 +13,8 @@ import pandas as pd
 from gensr.config import Params
 from gensr.layout import base_checkpoint
 from gensr.preference.pairs import strategy_slug
-from gensr.stages.pairs import _need, pairs_dir
-from gensr.storage import file_sha256, write_json
+from gensr.stages.pairs import pairs_dir
+from gensr.storage import file_sha256, require_path, write_json
 
 
 def aligned_dir(params: Params, paradigm: str, strategy: str) -> Path:
@@ -44,12 +44,13 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     import torch
 
     from gensr.models import load_restorer
-    from gensr.tracking import link_base_run, log_checkpoint, run_url, start_run
+    from gensr.tracking import run_with_checkpoint
 
     strategy = strategy or params.dpo.strategy
-    pairs_path = _need(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
-                       f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
-    base = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
+    pairs_path = require_path(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
+                              f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
+    base = require_path(base_checkpoint(params, paradigm), "base checkpoint",
+                        f"run `gensr train-base --paradigm {paradigm}`")
     torch.set_num_threads(int(params.restorers.threads))
     pairs = pd.read_parquet(pairs_path)
     policy, reference = load_restorer(base), load_restorer(base)
@@ -67,12 +68,10 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     all_tags = {"gensr.paradigm": paradigm, "gensr.strategy": strategy, "gensr.base_checkpoint": str(base),
                 **(tags or {})}
     name = f"{paradigm} {strategy}" if parent_run_id else f"{kind}-{paradigm}-{strategy_slug(strategy)}"
-    with start_run(mlruns, kind, name, params=log_params, tags=all_tags, data_paths=(pairs_path,),
-                   dagster_run_id=dagster_run_id, parent_run_id=parent_run_id) as run:
-        link_base_run(mlruns, run.info.run_id, base)
-        summary = run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir, run=run, mlruns_dir=mlruns,
-                          trainer=devices)
-        log_checkpoint(mlruns, run.info.run_id, summary["checkpoint"])
-        summary["mlflow_url"] = run_url(mlruns, run)
+    summary = run_with_checkpoint(
+        mlruns, kind, name, lambda run, _: run_dpo(policy, reference, pairs, pairs_path, base, settings, out_dir,
+                                                   run=run, mlruns_dir=mlruns, trainer=devices),
+        starts_from=base, params=log_params, tags=all_tags, data_paths=(pairs_path,), dagster_run_id=dagster_run_id,
+        parent_run_id=parent_run_id)
     write_json(summary, out_dir / "summary.json")
     return summary

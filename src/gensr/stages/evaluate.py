@@ -18,8 +18,8 @@ from gensr.corpus.splits import CONFIRM, DEV
 from gensr.layout import base_checkpoint
 from gensr.preference.suite import metric_info
 from gensr.stages.dpo import aligned_dir
-from gensr.stages.pairs import _need, _wide, _write_text
-from gensr.storage import file_sha256, write_json, write_parquet
+from gensr.stages.pairs import _wide, _write_text
+from gensr.storage import file_sha256, require_path, write_json, write_parquet
 
 
 EVAL_SPLITS = ("test", "valid", DEV, CONFIRM)
@@ -92,7 +92,8 @@ def _score_restored(params: Params, manifest: Path, checkpoint: Path, out_dir: P
 
 def base_scores(params: Params, paradigm: str, split: str) -> pd.DataFrame:
     """Per-clip scores of the base restorer on `split` (cached in reports/base/<paradigm>/<split>)."""
-    ckpt = _need(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
+    ckpt = require_path(base_checkpoint(params, paradigm), "base checkpoint",
+                        f"run `gensr train-base --paradigm {paradigm}`")
     return restore_and_score(params, paradigm, ckpt, base_dir(params, paradigm, check_split(split)), split)
 
 
@@ -104,7 +105,8 @@ def degraded_input_scores(params: Params, split: str = "test") -> pd.DataFrame:
     if split == CONFIRM:
         from gensr.layout import confirm_degraded_manifest
 
-        manifest = _need(confirm_degraded_manifest(params), "confirmation set", "run `gensr confirm-corpus` first")
+        manifest = require_path(confirm_degraded_manifest(params), "confirmation set",
+                                "run `gensr confirm-corpus` first")
         out = Path(params.paths.reports) / "base" / f"degraded_{CONFIRM}.parquet"
         return _wide(to_wide(score_inputs(params, split=split, degraded=manifest.parent, out=out)))
     return _wide(to_wide(score_inputs(params, split=split)))
@@ -156,8 +158,8 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
     """
     strategy = strategy or params.evaluate.strategy
     check_split(split)
-    aligned_ckpt = _need(aligned_dir(params, paradigm, strategy) / "restorer.pt", "aligned checkpoint",
-                         f"run `gensr dpo --paradigm {paradigm} --strategy {strategy}`")
+    aligned_ckpt = require_path(aligned_dir(params, paradigm, strategy) / "restorer.pt", "aligned checkpoint",
+                                f"run `gensr dpo --paradigm {paradigm} --strategy {strategy}`")
     out = evaluation_dir(params, paradigm, split)
     res = compare_checkpoint(params, paradigm, aligned_ckpt, out, split, strategy)
     if split == "test":
@@ -192,7 +194,8 @@ def evaluation_table(params: Params) -> dict:
 
     results = {}
     for p in params.evaluate.paradigms:
-        path = _need(evaluation_dir(params, p) / "evaluation.json", "evaluation", f"run `gensr evaluate --paradigm {p}`")
+        path = require_path(evaluation_dir(params, p) / "evaluation.json", "evaluation",
+                            f"run `gensr evaluate --paradigm {p}`")
         results[p] = json.loads(path.read_text())
     first = next(iter(results.values()))
     from gensr.metrics.registry import METRIC_NAMES

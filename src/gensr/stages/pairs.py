@@ -27,7 +27,7 @@ from gensr.preference.pairs import (
 )
 from gensr.preference.stats import candidate_spread, pair_stats
 from gensr.preference.suite import metric_info
-from gensr.storage import atomic_path, file_sha256, write_json, write_parquet
+from gensr.storage import atomic_path, file_sha256, require_path, write_json, write_parquet
 
 def metrics_path(params: Params, paradigm: str) -> Path:
     return Path(params.paths.data) / "metrics" / paradigm / "metrics.parquet"
@@ -47,18 +47,13 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _need(path: Path, what: str, fix: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} not found; {fix}")
-    return path
-
-
 def load_metrics_wide(path: Path) -> pd.DataFrame:
     """Long metric table -> one row per candidate (clip_id), one float column per metric."""
     from gensr.metrics import to_wide
 
-    long = pd.read_parquet(_need(path, "metric table", "score the candidates first: `gensr score --candidates "
-                                 f"{path.parent.parent.parent / 'candidates' / path.parent.name / 'manifest.parquet'} --out {path}`"))
+    candidates = path.parent.parent.parent / "candidates" / path.parent.name / "manifest.parquet"
+    fix = f"score the candidates first: `gensr score --candidates {candidates} --out {path}`"
+    long = pd.read_parquet(require_path(path, "metric table", fix))
     return _wide(to_wide(long))
 
 
@@ -75,8 +70,8 @@ def pair_sets(params: Params, paradigm: str) -> list[str]:
 def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = None) -> dict:
     """Pair tables of one paradigm for each strategy (default: `pair_sets`)."""
     cdir = candidates_dir(params, paradigm)
-    manifest = pd.read_parquet(_need(cdir / "manifest.parquet", "candidate manifest",
-                                     f"run `gensr sample --paradigm {paradigm}` first"))
+    manifest = pd.read_parquet(require_path(cdir / "manifest.parquet", "candidate manifest",
+                                            f"run `gensr sample --paradigm {paradigm}` first"))
     wide = load_metrics_wide(metrics_path(params, paradigm))
     all_metrics = [c for c in wide.columns if c != "clip_id"]
     metrics = list(params.pairs.metrics) if params.pairs.metrics is not None else all_metrics
@@ -134,7 +129,7 @@ def export_pairs(params: Params, paradigm: str, strategy: str, out_dir: Path) ->
     from gensr.preference.export import export_dataset
 
     src = pairs_dir(params, paradigm, strategy)
-    stats_path = _need(src / "stats.json", "pair stats", f"run `gensr pairs --paradigm {paradigm}`")
+    stats_path = require_path(src / "stats.json", "pair stats", f"run `gensr pairs --paradigm {paradigm}`")
     stats = json.loads(stats_path.read_text())
     try:
         info = {"paradigm": paradigm, "strategy": strategy, "margins": stats["margins"],
@@ -142,7 +137,7 @@ def export_pairs(params: Params, paradigm: str, strategy: str, out_dir: Path) ->
                 "params": {"pairs": params.pairs.model_dump(mode="json"), "seed": params.seed}}
     except (KeyError, TypeError) as err:
         raise ValueError(f"{stats_path}: no key {err}; rebuild it with `gensr pairs --paradigm {paradigm}`") from None
-    return export_dataset(_need(src / "pairs.parquet", "pair table", f"run `gensr pairs --paradigm {paradigm}`"),
+    return export_dataset(require_path(src / "pairs.parquet", "pair table", f"run `gensr pairs --paradigm {paradigm}`"),
                           out_dir, stats, info)
 
 

@@ -4,8 +4,9 @@ Outputs
     <paths.models>/codec/codec.pt, summary.json, ceiling/ (clean -> codec -> WAV, scored),
         degraded_test.parquet (the degraded test inputs scored once, shared by every paradigm)
     <paths.models>/base/<paradigm>/restorer.pt, summary.json, restored_test/ (scored)
-Each run is an MLflow run (kind "sft") with params, loss curves, audio + spectrogram
-examples and the test-split metrics: restored vs degraded with paired-bootstrap CIs.
+Each is an MLflow run with params, loss curves and its checkpoint as an artifact: the codec in its own experiment
+(kind "codec": its phases' losses and its ceiling), the restorers in "sft" (audio + spectrogram examples and the
+test-split metrics: restored vs degraded with paired-bootstrap CIs).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def train_codec(params: Params, *, track: bool = True, dagster_run_id: str | Non
             mlflow.log_metrics({"final_loss": fit_summary["final_loss"], "train_seconds": fit_summary["train_seconds"]})
         return summary
 
-    return _run_and_record(params, out, "codec", "codec", log_params, degraded_manifest(params), run_all,
+    return _run_and_record(params, out, "codec", "codec", "codec", log_params, degraded_manifest(params), run_all,
                            track=track, dagster_run_id=dagster_run_id)
 
 
@@ -216,8 +217,8 @@ def train_base(params: Params, paradigm: str, *, track: bool = True, dagster_run
             _log_restored_examples(params, mlflow, manifest)
         return summary
 
-    return _run_and_record(params, out, f"sft-{paradigm}", paradigm, log_params, degraded_manifest(params), run_all,
-                           track=track, dagster_run_id=dagster_run_id)
+    return _run_and_record(params, out, "sft", f"sft-{paradigm}", paradigm, log_params, degraded_manifest(params),
+                           run_all, track=track, dagster_run_id=dagster_run_id)
 
 
 def _log_restored_examples(params: Params, mlflow, manifest: Path) -> None:
@@ -232,18 +233,16 @@ def _log_restored_examples(params: Params, mlflow, manifest: Path) -> None:
     log_examples(mlflow, examples, params.audio.sample_rate)
 
 
-def _run_and_record(params: Params, out: Path, run_name: str, paradigm: str, log_params: dict, data_path: Path,
-                    run_all, *, track: bool, dagster_run_id: str | None) -> dict:
-    """Run `run_all(run, mlflow)` inside an SFT MLflow run (or `run_all()` untracked); write summary.json."""
+def _run_and_record(params: Params, out: Path, kind: str, run_name: str, paradigm: str, log_params: dict,
+                    data_path: Path, run_all, *, track: bool, dagster_run_id: str | None) -> dict:
+    """Run `run_all(run, mlflow)` inside an MLflow run of experiment `kind` (or `run_all()` untracked), log the
+    checkpoint it wrote as an artifact; write summary.json."""
     if track:
-        from gensr.tracking import configure, log_checkpoint, run_url, start_run
+        from gensr.tracking import run_with_checkpoint
 
-        mlflow = configure(params.paths.mlruns)
-        with start_run(params.paths.mlruns, "sft", run_name, params=log_params, data_paths=(data_path,),
-                       dagster_run_id=dagster_run_id, tags={"gensr.paradigm": paradigm}) as run:
-            summary = run_all(run, mlflow)
-            log_checkpoint(params.paths.mlruns, run.info.run_id, summary["checkpoint"])
-            summary["mlflow_url"] = run_url(params.paths.mlruns, run)
+        summary = run_with_checkpoint(params.paths.mlruns, kind, run_name, run_all, params=log_params,
+                                      data_paths=(data_path,), dagster_run_id=dagster_run_id,
+                                      tags={"gensr.paradigm": paradigm})
     else:
         summary = run_all()
     write_json(summary, out / "summary.json")

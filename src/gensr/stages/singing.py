@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from gensr.config import Params
 from gensr.config.pseudo import LABEL_SOURCES
-from gensr.storage import file_sha256, write_json, write_parquet
+from gensr.storage import file_sha256, require_path, write_json, write_parquet
 
 VOICEFIXER_FILE = "voicefixer.pt"
 SYSTEMS = ("raw", "initial", "finetuned_aligned", "finetuned_base", "annotator")
@@ -92,12 +92,6 @@ def _block(params: Params, name: str):
     return block
 
 
-def _need(path: Path, what: str, fix: str) -> Path:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: {what} not found; {fix}")
-    return Path(path)
-
-
 def _threads(params: Params) -> None:
     import torch
 
@@ -105,7 +99,8 @@ def _threads(params: Params) -> None:
 
 
 def _finetune_table(params: Params) -> pa.Table:
-    path = _need(singing_dir(params) / "finetune.parquet", "singing finetune table", "run `gensr singing-corpus`")
+    path = require_path(singing_dir(params) / "finetune.parquet", "singing finetune table",
+                        "run `gensr singing-corpus`")
     return pq.read_table(path)
 
 
@@ -125,19 +120,15 @@ def restore_voicefixer(model, waves: list[np.ndarray], sample_rate: int, batch_s
 
 
 def _tracked(params: Params, run_name: str, log_params: dict, data_paths: tuple, tags: dict, body,
-             track: bool, dagster_run_id: str | None) -> dict:
-    """Run `body(run, mlflow)` inside a 'voicefixer' MLflow run (or `body(None, None)` untracked)."""
+             track: bool, dagster_run_id: str | None, starts_from: Path | None = None) -> dict:
+    """Run `body(run, mlflow)` inside a 'voicefixer' MLflow run that keeps the checkpoint as an artifact and, when
+    it `starts_from` one, names the run that wrote it (or `body(None, None)` untracked)."""
     if not track:
         return body(None, None)
-    from gensr.tracking import configure, run_url, start_run
+    from gensr.tracking import run_with_checkpoint
 
-    mlflow = configure(params.paths.mlruns)
-    with start_run(params.paths.mlruns, "voicefixer", run_name, params=log_params, data_paths=data_paths,
-                   dagster_run_id=dagster_run_id, tags=tags) as run:
-        summary = body(run, mlflow)
-        summary["mlflow_run_id"] = run.info.run_id
-        summary["mlflow_url"] = run_url(params.paths.mlruns, run)
-    return summary
+    return run_with_checkpoint(params.paths.mlruns, "voicefixer", run_name, body, starts_from=starts_from,
+                               params=log_params, data_paths=data_paths, dagster_run_id=dagster_run_id, tags=tags)
 
 
 def _log_train_metrics(mlflow, summary: dict) -> None:
@@ -169,7 +160,7 @@ def build_pseudo_labels(params: Params, sources: tuple[str, ...] = LABEL_SOURCES
         ckpt = annotator_checkpoint(params, source)
         fix = (f"run `gensr dpo --paradigm {cfg.paradigm} --strategy {cfg.strategy}`" if source == "aligned"
                else f"run `gensr train-base --paradigm {cfg.paradigm}`")
-        _need(ckpt, f"{source} annotator checkpoint (pseudo_labels.paradigm={cfg.paradigm})", fix)
+        require_path(ckpt, f"{source} annotator checkpoint (pseudo_labels.paradigm={cfg.paradigm})", fix)
         restorer = load_for_sampling(params, cfg.paradigm, ckpt)
         checkpoints[source] = {"path": str(ckpt), "sha256": file_sha256(ckpt)}
         restored[source] = restore_clips(
@@ -234,7 +225,7 @@ def train_initial_voicefixer(params: Params, *, track: bool = True, dagster_run_
     model = voicefixer_from_params(vf)
     official = vf.official_analysis_ckpt is not None
     out = voicefixer_dir(params, "initial")
-    manifest = _need(degraded_manifest(params), "degraded corpus manifest", "run `gensr degrade`")
+    manifest = require_path(degraded_manifest(params), "degraded corpus manifest", "run `gensr degrade`")
     clips = [] if official else load_paired_clips(manifest, "train", sr)
     pairs = [(_resampled(c.degraded, sr, model.sample_rate), _resampled(c.clean, sr, model.sample_rate)) for c in clips]
     log_params = {"model": model.config.model_dump(mode="json"), "train": vf.train.model_dump(mode="json"),
@@ -292,10 +283,10 @@ def finetune_voicefixer(params: Params, source: str, *, track: bool = True, dags
     _check_source(source)
     vf, cfg = _block(params, "voicefixer"), _block(params, "pseudo_labels")
     _threads(params)
-    initial_ckpt = _need(voicefixer_dir(params, "initial") / VOICEFIXER_FILE, "initial Voicefixer",
-                         "run `gensr initial-voicefixer`")
-    label_path = _need(labels_dir(params, source) / "labels.parquet", f"{source} label table",
-                       "run `gensr singing-labels`")
+    initial_ckpt = require_path(voicefixer_dir(params, "initial") / VOICEFIXER_FILE, "initial Voicefixer",
+                                "run `gensr initial-voicefixer`")
+    label_path = require_path(labels_dir(params, source) / "labels.parquet", f"{source} label table",
+                              "run `gensr singing-labels`")
     finetune_path = singing_dir(params) / "finetune.parquet"
     finetune, labels = _finetune_table(params), pq.read_table(label_path)
     model = load_voicefixer(initial_ckpt)
@@ -326,7 +317,8 @@ def finetune_voicefixer(params: Params, source: str, *, track: bool = True, dags
         return summary
 
     summary = _tracked(params, f"finetuned_{source}", log_params, (finetune_path, label_path),
-                       {"gensr.voicefixer": f"finetuned_{source}", "gensr.labels": source}, body, track, dagster_run_id)
+                       {"gensr.voicefixer": f"finetuned_{source}", "gensr.labels": source}, body, track, dagster_run_id,
+                       starts_from=initial_ckpt)
     write_json(summary, out / "summary.json")
     return summary
 
@@ -398,21 +390,21 @@ def evaluate_singing(params: Params, *, progress: bool = True) -> dict:
     _block(params, "voicefixer")
     _threads(params)
     root, out = singing_dir(params), singing_reports_dir(params)
-    test = sorted(pq.read_table(_need(root / "test.parquet", "singing test table", "run `gensr singing-corpus`"))
-                  .to_pylist(), key=lambda r: r["deg_id"])[: ev.max_clips]
-    refs = {r["deg_id"]: r for r in pq.read_table(_need(root / "references.parquet", "singing references",
-                                                         "run `gensr singing-corpus`")).to_pylist()}
+    test_table = pq.read_table(require_path(root / "test.parquet", "singing test table", "run `gensr singing-corpus`"))
+    test = sorted(test_table.to_pylist(), key=lambda r: r["deg_id"])[: ev.max_clips]
+    refs = {r["deg_id"]: r for r in pq.read_table(require_path(root / "references.parquet", "singing references",
+                                                                "run `gensr singing-corpus`")).to_pylist()}
     missing = [r["deg_id"] for r in test if r["deg_id"] not in refs]
     if missing:
         raise ValueError(f"{root / 'references.parquet'}: no reference for {len(missing)} test clips, e.g. {missing[:3]}")
     real = sorted((r for r in _finetune_table(params).to_pylist() if r["split"] == "real"), key=lambda r: r["deg_id"])
     rows = test + real
-    checkpoints = {name: _need(voicefixer_dir(params, name) / VOICEFIXER_FILE, f"{name} Voicefixer",
-                               "run `gensr initial-voicefixer`" if name == "initial" else
-                               f"run `gensr finetune-voicefixer --labels {name.split('_', 1)[1]}`")
+    checkpoints = {name: require_path(voicefixer_dir(params, name) / VOICEFIXER_FILE, f"{name} Voicefixer",
+                                      "run `gensr initial-voicefixer`" if name == "initial" else
+                                      f"run `gensr finetune-voicefixer --labels {name.split('_', 1)[1]}`")
                    for name in VOICEFIXER_SYSTEMS}
-    annotator = _need(annotator_checkpoint(params, "aligned"), "aligned annotator checkpoint",
-                      f"run `gensr dpo --paradigm {cfg.paradigm} --strategy {cfg.strategy}`")
+    annotator = require_path(annotator_checkpoint(params, "aligned"), "aligned annotator checkpoint",
+                             f"run `gensr dpo --paradigm {cfg.paradigm} --strategy {cfg.strategy}`")
 
     # restore: every Voicefixer, then the annotator (seeded per clip)
     t0 = time.perf_counter()
