@@ -580,3 +580,74 @@ def test_random_bytes_and_headers_never_raise_nor_overflow(data, suffix):
         assert written <= bound
         assert peak < 32 * MB, f"peak {peak / MB:.1f} MB for {len(data)} bytes"
         assert summary["n_kept"] == 0 or written > 0
+
+
+# --- degrade's user noise and RIR folders: read as ingest reads a file --------------------------------------------
+def _hostile_noise_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    sf.write(str(root / "good.wav"), speechlike(1.0, seed=3), SR)
+    sf.write(str(root / "good44k.wav"), speechlike(0.5, sr=44100, channels=2, seed=4), 44100)
+    (root / "one_hz.wav").write_bytes(riff(1, 1, 1, 16, loud_pcm16(4000)))  # 8 KB "lasting" 4000 s
+    (root / "cut.wav").write_bytes(riff(1, 1, SR, 16, loud_pcm16(16000), data_size=64000))  # promises 2 s, holds 1
+    (root / "many_channels.wav").write_bytes(riff(1, 1000, SR, 16, loud_pcm16(16000), block_align=2000))
+    sf.write(str(root / "long.wav"), speechlike(30.0, seed=5), SR)  # over ingest.max_seconds (20 s)
+    (root / "junk.wav").write_bytes(b"\x00not audio" * 100)
+    return root
+
+
+def test_degrade_noise_folder_checks_headers_and_reads_in_bounded_blocks(tmp_path):
+    from gensr.corpus.degrade import AudioFolder
+
+    root = _hostile_noise_folder(tmp_path / "noise")
+    ingest = params().ingest
+    tracemalloc.start()
+    try:
+        folder = AudioFolder(root, SR, "degrade.noise.user_dir", ingest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert folder.files == ["good.wav", "good44k.wav"]
+    got = {Path(p).name: r for p, r in folder.rejected}
+    assert got["one_hz.wav"].startswith("implausible_header") and "ingest.min_sample_rate" in got["one_hz.wav"]
+    assert got["cut.wav"].startswith("truncated")
+    assert got["many_channels.wav"].startswith("implausible_header") and "ingest.max_channels" in got["many_channels.wav"]
+    assert got["long.wav"].startswith("too_long") and "ingest.max_seconds" in got["long.wav"]
+    assert got["junk.wav"].startswith("unreadable")
+    # the 30 s file is 1.9 MB as float32 and decoding stops at 20 s: well under its whole plus a 1 MB block
+    assert peak < 8 * MB, peak
+    # what is kept is load_audio's signal, sample for sample (mix-down and resampling done block-wise)
+    for name in folder.files:
+        assert np.array_equal(folder.load(name), load_audio(root / name, SR, min_seconds=0.0, silence_dbfs=None))
+
+
+def test_degrade_quarantines_hostile_noise_and_rir_files_with_their_reason(tmp_path):
+    from gensr.stages.degrade import build_degraded_corpus
+
+    clean = _clean_corpus(tmp_path / "clean", ["u1", "u2", "u3", "u4"])
+    noise = _hostile_noise_folder(tmp_path / "noise")
+    rirs = tmp_path / "rirs"
+    rirs.mkdir()
+    rir = np.zeros(1600, np.float32)
+    rir[40], rir[41:] = 1.0, 0.05 * np.exp(-np.arange(1559) / 200.0)
+    sf.write(str(rirs / "room.wav"), rir, SR)
+    (rirs / "one_hz.wav").write_bytes(riff(1, 1, 1, 16, loud_pcm16(4000)))
+    (rirs / "cut.wav").write_bytes(riff(1, 1, SR, 16, loud_pcm16(800), data_size=64000))
+    out = tmp_path / "out"
+    s = build_degraded_corpus(params("degrade.workers=1", "degrade.order=[noise, reverb]", "degrade.noise.kinds=[user]",
+                                     f"degrade.noise.user_dir={noise}", "degrade.noise.prob=1.0",
+                                     f"degrade.reverb.user_rir_dir={rirs}", "degrade.reverb.prob=1.0"),
+                              clean, out, progress=False)
+    assert s["n_degraded"] == 4
+    got = reasons(out)
+    noise_rows = {Path(p).name: r for p, r in got.items() if Path(p).parent.name == "noise"}
+    rir_rows = {Path(p).name: r for p, r in got.items() if Path(p).parent.name == "rirs"}
+    assert len(got) == len(noise_rows) + len(rir_rows), got
+    assert set(noise_rows) == {"one_hz.wav", "cut.wav", "many_channels.wav", "long.wav", "junk.wav"}, noise_rows
+    assert set(rir_rows) == {"one_hz.wav", "cut.wav"}, rir_rows
+    assert noise_rows["one_hz.wav"].startswith("degrade.noise.user_dir: implausible_header")
+    assert noise_rows["long.wav"].startswith("degrade.noise.user_dir: too_long")
+    assert rir_rows["one_hz.wav"].startswith("degrade.reverb.user_rir_dir: implausible_header")
+    assert rir_rows["cut.wav"].startswith("degrade.reverb.user_rir_dir: truncated")
+    applied = [json.loads(d) for d in pd.read_parquet(out / "manifest.parquet")["degradations"]]
+    used = {step["file"] for steps in applied for step in steps if "file" in step}
+    assert used and used <= {"good.wav", "good44k.wav", "room.wav"}, used
