@@ -651,3 +651,36 @@ def test_degrade_quarantines_hostile_noise_and_rir_files_with_their_reason(tmp_p
     applied = [json.loads(d) for d in pd.read_parquet(out / "manifest.parquet")["degradations"]]
     used = {step["file"] for steps in applied for step in steps if "file" in step}
     assert used and used <= {"good.wav", "good44k.wav", "room.wav"}, used
+
+
+# --- compressed files: the encoder's frame count is checked against what decodes -----------------------------------
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2), (8000, 1), (48000, 1)])
+def test_valid_mp3_and_ogg_files_are_admitted_whole(tmp_path, rate, channels):
+    from gensr.corpus.admit import admit
+
+    for fmt, subtype, ext in (("MP3", "MPEG_LAYER_III", "mp3"), ("OGG", "VORBIS", "ogg"), ("OGG", "OPUS", "opus")):
+        if ext == "opus" and rate not in (8000, 16000, 48000):
+            continue
+        path = tmp_path / f"ok_{rate}.{ext}"
+        sf.write(str(path), speechlike(3.3, sr=rate, channels=channels), rate, format=fmt, subtype=subtype)
+        got = admit(path, params().ingest, SR)
+        assert abs(got.n_samples / SR - 3.3) < 0.1, (ext, got.n_samples)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_an_mp3_cut_short_of_its_xing_count_is_flagged_truncated(tmp_path, keep):
+    from gensr.audio.io import AudioRejected
+    from gensr.corpus.admit import admit, inspect_header
+
+    whole = tmp_path / "whole.mp3"
+    sf.write(str(whole), speechlike(5.0), SR, format="MP3", subtype="MPEG_LAYER_III")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * keep)])
+    assert inspect_header(cut, params().ingest, SR).frames == 5 * SR  # the header still claims the whole 5 s
+    with pytest.raises(AudioRejected, match=r"truncated: the encoder's count promises 80000 frames"):
+        admit(cut, params().ingest, SR)
+    (tmp_path / "in").mkdir()
+    cut.rename(tmp_path / "in" / "cut.mp3")
+    ingest_directory(tmp_path / "in", tmp_path / "out", params().ingest, SR)
+    assert reasons(tmp_path / "out")["../in/cut.mp3"].startswith("truncated")
+    assert wav_frames(tmp_path / "out") == {}
