@@ -81,7 +81,7 @@ def test_cli_exits_2_naming_the_count():
     from gensr.cli import app
 
     result = CliRunner().invoke(app, ["params", "-p", str(PARAMS), "-S", "metrics.workers=two"])
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     named = [line for line in result.output.splitlines() if "metrics.workers" in line]
     assert len(named) == 1 and "integer >= 1 or 'auto'" in named[0] and "'two'" in named[0]
 

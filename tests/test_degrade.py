@@ -93,7 +93,8 @@ def test_noise_hits_target_snr(kind, babble_pool, noise_dir):
     p = params({"degrade.noise.kinds": [kind], "degrade.noise.user_dir": str(noise_dir)}).degrade.noise
     clean = speechlike(0, 2.0)
     for seed in range(4):
-        noisy, applied = D.add_noise(clean, SR, np.random.default_rng(seed), p, speaker="spk1", babble_pool=babble_pool)
+        noisy, applied = D.add_noise(clean, SR, np.random.default_rng(seed), p, speaker="spk1", babble_pool=babble_pool,
+                                     ingest=params().ingest)
         assert noisy.dtype == np.float32 and len(noisy) == len(clean)
         assert applied["kind"] == kind and p.snr_db[0] <= applied["snr_db"] <= p.snr_db[1]
         assert abs(snr_db(clean, noisy) - applied["snr_db"]) < 0.5
@@ -106,12 +107,12 @@ def test_noise_hits_target_snr(kind, babble_pool, noise_dir):
 
 
 def test_user_noise_folder_quarantines_bad_files(noise_dir):
-    folder = D.AudioFolder(noise_dir, SR, "degrade.noise.user_dir")
+    folder = D.AudioFolder(noise_dir, SR, "degrade.noise.user_dir", params().ingest)
     assert folder.files == ["hum.wav", "short8k.wav", "sub/fan.wav"]
     reasons = dict((Path(p).name, r) for p, r in folder.rejected)
     assert reasons["broken.wav"].startswith("unreadable") and reasons["zeros.wav"].startswith("silent")
     with pytest.raises(ValueError, match="degrade.noise.user_dir"):
-        D.AudioFolder(noise_dir / "missing", SR, "degrade.noise.user_dir")
+        D.AudioFolder(noise_dir / "missing", SR, "degrade.noise.user_dir", params().ingest)
 
 
 def test_babble_without_other_speakers_names_the_param():
@@ -192,7 +193,7 @@ def test_user_rir_is_aligned_on_its_direct_path(tmp_path):
     write_wav(tmp_path / "rirs" / "room.wav", rir, SR)
     p = params({"degrade.reverb.user_rir_dir": str(tmp_path / "rirs")}).degrade.reverb
     clean = modulated_noise(3)
-    wet, applied = D.reverberate(clean, SR, np.random.default_rng(0), p)
+    wet, applied = D.reverberate(clean, SR, np.random.default_rng(0), p, params().ingest)
     assert applied["source"] == "user" and applied["file"] == "room.wav"
     assert abs(applied["rt60_s"] - 0.35) < 0.05
     assert len(wet) == len(clean) and best_lag(clean, wet) == 0

@@ -221,18 +221,47 @@ def test_every_folder_entry_gets_an_outcome(tmp_path):
     assert "10 files: kept 3" in result.stdout and "quarantined 7" in result.stdout
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder, so an unreadable one cannot be made")
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
+
+
+def _without_dac_override() -> None:
+    """preexec_fn: drop the two capabilities that let root read any folder from the bounding set, so the exec'd
+    child (still uid 0, so it reaches root's 0700 interpreter and tmp_path) gets the folder's mode bits applied."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_unreadable_folder_is_quarantined(tmp_path):
-    root = tmp_path / "in"
+    """A folder the ingesting process may not list is a quarantine row, not a silent gap. The ingest runs in a
+    child; as root (CI) that child has lost CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so the PermissionError is the
+    kernel's. (Dropping to nobody is no option here: the interpreter lives under root's 0700 home.) Skipped only
+    if the capabilities cannot be dropped, or the child can still list the folder."""
+    root, out = tmp_path / "in", tmp_path / "out"
     (root / "locked").mkdir(parents=True)
     sf.write(str(root / "locked" / "x.wav"), speechlike(1.0), SR)
     sf.write(str(root / "ok.wav"), speechlike(1.0), SR)
+    code = ("import os, sys; from pathlib import Path\n"
+            "try:\n    os.listdir(sys.argv[1] + '/locked'); sys.exit(3)\nexcept PermissionError: pass\n"
+            "from gensr.config import load_params; from gensr.corpus.ingest import ingest_directory\n"
+            f"ingest_directory(Path(sys.argv[1]), Path(sys.argv[2]), load_params(Path({str(PARAMS)!r})).ingest, {SR})")
     os.chmod(root / "locked", 0)
     try:
-        ingest_directory(root, tmp_path / "out", params().ingest, SR)
+        result = subprocess.run([sys.executable, "-c", code, str(root), str(out)], capture_output=True, text=True,
+                                timeout=600, preexec_fn=_without_dac_override if os.geteuid() == 0 else None)
+    except subprocess.SubprocessError as err:  # the preexec_fn failed: no CAP_SETPCAP to drop capabilities with
+        pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {err}")
     finally:
         os.chmod(root / "locked", 0o755)
-    assert reasons(tmp_path / "out")["../in/locked"].startswith("unreadable_folder")
+    if result.returncode == 3:
+        pytest.skip("the child can still list a folder of mode 000, so no folder is unreadable here")
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = reasons(out)
+    assert got["../in/locked"].startswith("unreadable_folder") and "Permission denied" in got["../in/locked"], got
+    assert sorted(wav_frames(out)) == ["ok.wav"]
 
 
 def test_invalid_requests_exit_2_with_one_line(tmp_path):
@@ -551,3 +580,107 @@ def test_random_bytes_and_headers_never_raise_nor_overflow(data, suffix):
         assert written <= bound
         assert peak < 32 * MB, f"peak {peak / MB:.1f} MB for {len(data)} bytes"
         assert summary["n_kept"] == 0 or written > 0
+
+
+# --- degrade's user noise and RIR folders: read as ingest reads a file --------------------------------------------
+def _hostile_noise_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    sf.write(str(root / "good.wav"), speechlike(1.0, seed=3), SR)
+    sf.write(str(root / "good44k.wav"), speechlike(0.5, sr=44100, channels=2, seed=4), 44100)
+    (root / "one_hz.wav").write_bytes(riff(1, 1, 1, 16, loud_pcm16(4000)))  # 8 KB "lasting" 4000 s
+    (root / "cut.wav").write_bytes(riff(1, 1, SR, 16, loud_pcm16(16000), data_size=64000))  # promises 2 s, holds 1
+    (root / "many_channels.wav").write_bytes(riff(1, 1000, SR, 16, loud_pcm16(16000), block_align=2000))
+    sf.write(str(root / "long.wav"), speechlike(30.0, seed=5), SR)  # over ingest.max_seconds (20 s)
+    (root / "junk.wav").write_bytes(b"\x00not audio" * 100)
+    return root
+
+
+def test_degrade_noise_folder_checks_headers_and_reads_in_bounded_blocks(tmp_path):
+    from gensr.corpus.degrade import AudioFolder
+
+    root = _hostile_noise_folder(tmp_path / "noise")
+    ingest = params().ingest
+    tracemalloc.start()
+    try:
+        folder = AudioFolder(root, SR, "degrade.noise.user_dir", ingest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert folder.files == ["good.wav", "good44k.wav"]
+    got = {Path(p).name: r for p, r in folder.rejected}
+    assert got["one_hz.wav"].startswith("implausible_header") and "ingest.min_sample_rate" in got["one_hz.wav"]
+    assert got["cut.wav"].startswith("truncated")
+    assert got["many_channels.wav"].startswith("implausible_header") and "ingest.max_channels" in got["many_channels.wav"]
+    assert got["long.wav"].startswith("too_long") and "ingest.max_seconds" in got["long.wav"]
+    assert got["junk.wav"].startswith("unreadable")
+    # the 30 s file is 1.9 MB as float32 and decoding stops at 20 s: well under its whole plus a 1 MB block
+    assert peak < 8 * MB, peak
+    # what is kept is load_audio's signal, sample for sample (mix-down and resampling done block-wise)
+    for name in folder.files:
+        assert np.array_equal(folder.load(name), load_audio(root / name, SR, min_seconds=0.0, silence_dbfs=None))
+
+
+def test_degrade_quarantines_hostile_noise_and_rir_files_with_their_reason(tmp_path):
+    from gensr.stages.degrade import build_degraded_corpus
+
+    clean = _clean_corpus(tmp_path / "clean", ["u1", "u2", "u3", "u4"])
+    noise = _hostile_noise_folder(tmp_path / "noise")
+    rirs = tmp_path / "rirs"
+    rirs.mkdir()
+    rir = np.zeros(1600, np.float32)
+    rir[40], rir[41:] = 1.0, 0.05 * np.exp(-np.arange(1559) / 200.0)
+    sf.write(str(rirs / "room.wav"), rir, SR)
+    (rirs / "one_hz.wav").write_bytes(riff(1, 1, 1, 16, loud_pcm16(4000)))
+    (rirs / "cut.wav").write_bytes(riff(1, 1, SR, 16, loud_pcm16(800), data_size=64000))
+    out = tmp_path / "out"
+    s = build_degraded_corpus(params("degrade.workers=1", "degrade.order=[noise, reverb]", "degrade.noise.kinds=[user]",
+                                     f"degrade.noise.user_dir={noise}", "degrade.noise.prob=1.0",
+                                     f"degrade.reverb.user_rir_dir={rirs}", "degrade.reverb.prob=1.0"),
+                              clean, out, progress=False)
+    assert s["n_degraded"] == 4
+    got = reasons(out)
+    noise_rows = {Path(p).name: r for p, r in got.items() if Path(p).parent.name == "noise"}
+    rir_rows = {Path(p).name: r for p, r in got.items() if Path(p).parent.name == "rirs"}
+    assert len(got) == len(noise_rows) + len(rir_rows), got
+    assert set(noise_rows) == {"one_hz.wav", "cut.wav", "many_channels.wav", "long.wav", "junk.wav"}, noise_rows
+    assert set(rir_rows) == {"one_hz.wav", "cut.wav"}, rir_rows
+    assert noise_rows["one_hz.wav"].startswith("degrade.noise.user_dir: implausible_header")
+    assert noise_rows["long.wav"].startswith("degrade.noise.user_dir: too_long")
+    assert rir_rows["one_hz.wav"].startswith("degrade.reverb.user_rir_dir: implausible_header")
+    assert rir_rows["cut.wav"].startswith("degrade.reverb.user_rir_dir: truncated")
+    applied = [json.loads(d) for d in pd.read_parquet(out / "manifest.parquet")["degradations"]]
+    used = {step["file"] for steps in applied for step in steps if "file" in step}
+    assert used and used <= {"good.wav", "good44k.wav", "room.wav"}, used
+
+
+# --- compressed files: the encoder's frame count is checked against what decodes -----------------------------------
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2), (8000, 1), (48000, 1)])
+def test_valid_mp3_and_ogg_files_are_admitted_whole(tmp_path, rate, channels):
+    from gensr.corpus.admit import admit
+
+    for fmt, subtype, ext in (("MP3", "MPEG_LAYER_III", "mp3"), ("OGG", "VORBIS", "ogg"), ("OGG", "OPUS", "opus")):
+        if ext == "opus" and rate not in (8000, 16000, 48000):
+            continue
+        path = tmp_path / f"ok_{rate}.{ext}"
+        sf.write(str(path), speechlike(3.3, sr=rate, channels=channels), rate, format=fmt, subtype=subtype)
+        got = admit(path, params().ingest, SR)
+        assert abs(got.n_samples / SR - 3.3) < 0.1, (ext, got.n_samples)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_an_mp3_cut_short_of_its_xing_count_is_flagged_truncated(tmp_path, keep):
+    from gensr.audio.io import AudioRejected
+    from gensr.corpus.admit import admit, inspect_header
+
+    whole = tmp_path / "whole.mp3"
+    sf.write(str(whole), speechlike(5.0), SR, format="MP3", subtype="MPEG_LAYER_III")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * keep)])
+    assert inspect_header(cut, params().ingest, SR).frames == 5 * SR  # the header still claims the whole 5 s
+    with pytest.raises(AudioRejected, match=r"truncated: the encoder's count promises 80000 frames"):
+        admit(cut, params().ingest, SR)
+    (tmp_path / "in").mkdir()
+    cut.rename(tmp_path / "in" / "cut.mp3")
+    ingest_directory(tmp_path / "in", tmp_path / "out", params().ingest, SR)
+    assert reasons(tmp_path / "out")["../in/cut.mp3"].startswith("truncated")
+    assert wav_frames(tmp_path / "out") == {}

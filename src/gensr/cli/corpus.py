@@ -18,17 +18,12 @@ def corpus_command(
     set_: Optional[list[str]] = SetOption,
 ) -> None:
     """Build the clean corpus (bundled eSpeak NG TTS, or a user folder) with train/valid/test splits."""
-    from gensr.corpus.user import ManifestError
     from gensr.stages.corpus import build_clean_corpus, default_out_dir
 
     cfg = load(params, set_)
     out = out or default_out_dir(cfg)
     start = time.perf_counter()
-    try:
-        summary = build_clean_corpus(cfg, out)
-    except (ManifestError, FileNotFoundError, ValueError) as err:  # the user's corpus or params: exit 2, one line
-        typer.echo(f"error: {err}".replace("\n", " "), err=True)
-        raise typer.Exit(2) from None
+    summary = build_clean_corpus(cfg, out)
     typer.echo(
         f"{summary['n_utterances']} utterances ({summary['total_hours']:.3f} h), {summary['n_speakers']} speakers, "
         f"source {summary['source']}, into {out}; quarantined {summary['n_quarantined']}; "
@@ -56,13 +51,8 @@ def ingest_command(
 
     cfg = load(params, set_)
     if not audio_dir.is_dir():
-        typer.echo(f"error: {audio_dir}: not a folder (pass the folder holding your audio files)", err=True)
-        raise typer.Exit(2)
-    try:
-        summary = ingest_directory(audio_dir, out, cfg.ingest, cfg.audio.sample_rate)
-    except (OSError, ValueError) as err:  # an unreadable input folder, an --out that holds the input
-        typer.echo(f"error: {err}".replace("\n", " "), err=True)
-        raise typer.Exit(2) from None
+        raise NotADirectoryError(f"{audio_dir}: not a folder (pass the folder holding your audio files)")
+    summary = ingest_directory(audio_dir, out, cfg.ingest, cfg.audio.sample_rate)
     typer.echo(
         f"{summary['n_files']} files: kept {summary['n_kept']} ({summary['n_written']} written, "
         f"{summary['n_reused']} already done, {summary['n_split']} split into parts), "
@@ -84,10 +74,6 @@ def confirm_corpus_command(
     from gensr.stages.confirm import build_confirm_set
 
     cfg = load(params, set_)
-    try:
-        summary = build_confirm_set(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    summary = build_confirm_set(cfg)
     typer.echo(f"{summary['n_utterances']} utterances ({summary['hours']:.3f} h, {summary['n_speakers']} speakers), "
                f"{summary['n_degraded']} degraded clips into {summary['path']}; {summary['seconds']:.1f} s")

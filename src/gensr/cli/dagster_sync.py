@@ -24,19 +24,18 @@ def dagster_sync_command(
     their metadata, DVC stage and md5s, plus the asset checks' results. Nothing is rerun; what did not change
     since the last sync is not reported again."""
     if not os.environ.get("DAGSTER_HOME"):
-        typer.echo("error: DAGSTER_HOME is not set; `make demo` and `make dagster` set it to .dagster_home", err=True)
-        raise typer.Exit(2)
+        raise ValueError("DAGSTER_HOME is not set; `make demo` and `make dagster` set it to .dagster_home")
+    if not (root / "dvc.lock").is_file():  # before the instance, which would log about its folder first
+        raise FileNotFoundError(f"--root {root}: no dvc.lock there; run `dvc repro` in it first")
+    if mlruns is not None and not mlruns.is_dir():
+        raise NotADirectoryError(f"--mlruns {mlruns}: not a folder")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     import dagster as dg
 
     from gensr_dagster.dvc_sync import sync
 
-    try:
-        with dg.DagsterInstance.get() as instance:
-            r = sync(root, instance, mlruns=mlruns, checks=checks, verify=verify, log=typer.echo)
-    except FileNotFoundError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    with dg.DagsterInstance.get() as instance:
+        r = sync(root, instance, mlruns=mlruns, checks=checks, verify=verify, log=typer.echo)
     for label, why in r.skipped.items():
         typer.echo(f"skipped {label}: {why}")
     for label, why in r.errors.items():

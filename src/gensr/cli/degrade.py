@@ -27,11 +27,7 @@ def degrade_command(
     cfg = load(params, set_)
     clean = clean or cfg.paths.data / "clean"
     out = out or cfg.paths.data / "degraded"
-    try:
-        summary = build_degraded_corpus(cfg, clean, out)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}".replace("\n", " "), err=True)
-        raise typer.Exit(2) from None
+    summary = build_degraded_corpus(cfg, clean, out)
     typer.echo(
         f"degraded {summary['n_degraded']} clips ({summary['hours']:.2f} h) from {summary['n_clean']} clean "
         f"into {out}; quarantined {summary['n_quarantined']}; {summary['seconds']:.1f} s"

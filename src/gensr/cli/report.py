@@ -20,10 +20,6 @@ def demo_page_command(
     from gensr.stages.report import demo_page
 
     cfg = load(params, set_)
-    try:
-        s = demo_page(cfg, params, out)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    s = demo_page(cfg, params, out)
     sections = ", ".join(f"{k} {v}" for k, v in s["sections"].items())
     typer.echo(f"{s['path']}: {s['n_audio']} audio files, {s['n_images']} images; sections: {sections}")

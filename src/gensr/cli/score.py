@@ -10,12 +10,6 @@ import typer
 from gensr.cli import ParamsOption, SetOption, app, load
 
 
-def _refuse(err: Exception) -> None:
-    """An input the user named is missing or unusable: exit 2 with one line, no traceback."""
-    typer.echo(f"error: {err}".splitlines()[0], err=True)
-    raise typer.Exit(2) from None
-
-
 def _print_summary(summary: dict) -> None:
     typer.echo(f"scored {summary['n_clips']} clips -> {summary['path']} ({summary['wall_seconds']:.1f} s, "
                f"{summary['workers']} workers, {summary['shards_resumed']}/{summary['shards']} shards resumed)")
@@ -42,14 +36,11 @@ def score_command(
     cfg = load(params, set_)
     if workers is not None:
         if workers < 1:
-            _refuse(ValueError(f"--workers {workers}: give at least 1"))
+            raise ValueError(f"--workers {workers}: give at least 1")
         from gensr.config import with_overrides
 
         cfg = with_overrides(cfg, [f"metrics.workers={workers}"])
-    try:
-        summary = score_files(cfg, candidates, out, references, transcripts)
-    except (FileNotFoundError, ValueError) as err:
-        _refuse(err)
+    summary = score_files(cfg, candidates, out, references, transcripts)
     _print_summary(summary)
     typer.echo(f"  {summary['n_with_reference']} clips had a reference, {summary['n_with_text']} a transcript")
 
@@ -65,10 +56,7 @@ def score_inputs_command(
     from gensr.stages.score import score_degraded_inputs
 
     cfg = load(params, set_)
-    try:
-        summary = score_degraded_inputs(cfg, degraded, out)
-    except (FileNotFoundError, ValueError) as err:
-        _refuse(err)
+    summary = score_degraded_inputs(cfg, degraded, out)
     _print_summary(summary)
 
 
@@ -82,8 +70,5 @@ def score_candidates_command(
     from gensr.stages.score import score_candidates
 
     cfg = load(params, set_)
-    try:
-        summary = score_candidates(cfg, paradigm)
-    except (FileNotFoundError, ValueError) as err:
-        _refuse(err)
+    summary = score_candidates(cfg, paradigm)
     _print_summary(summary)

@@ -7,7 +7,8 @@ to stream them) or raises AudioRejected with a stable reason code:
     missing, not_a_regular_file, empty_file, unreadable   the file cannot be opened as audio
     implausible_header   sample rate, its ratio to sample_rate, or channel count outside the ingest.*
                          limits, or more frames than the file's bytes can hold
-    truncated            the header promises more audio than the file holds
+    truncated            the header (or a compressed file's encoder count: Ogg granule, MP3 Xing/Info/VBRI)
+                         promises more audio than the file holds
     implausible_size     the data decodes to more than ingest.max_decoded_ratio allows
     no_samples, non_finite, silent, too_short, too_long   as gensr.audio.io.load_audio / ingest
 
@@ -40,6 +41,13 @@ UNCOMPRESSED_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_3
 RAW_CONTAINERS = {"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "RAW", "CAF", "IRCAM", "NIST", "SVX", "PAF", "VOC",
                   "MAT4", "MAT5", "HTK", "SD2", "PVF"}
 UNKNOWN_LENGTH = 1 << 62  # libsndfile reports an unknown length (a streamed file) as about SF_COUNT_MAX
+# Compressed files whose frame count libsndfile takes from the encoder, not from an estimate: an Ogg stream's
+# last granule position, and an MP3's Xing/Info/VBRI header. Decoding them must give that count, give or take
+# one codec frame (an MPEG-1 Layer III frame is 1152 samples, a Vorbis long block 2048): else they are cut.
+# An MP3 without such a header only has a length estimated from its size and bitrate: no check but
+# ingest.max_decoded_ratio is honest there.
+CODEC_FRAME = {"OGG": 2048, "MP3": 1152}
+MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Header:
     frames: int | None  # None: the header does not know
     exact: bool  # frames is the exact decoded length (uncompressed PCM, FLAC): a mismatch is truncation
     size: int  # bytes on disk
+    slack: int | None = None  # compressed, with an encoder's frame count: decoding may differ by this much at most
 
 
 def _reject(path: Path, reason: str) -> AudioRejected:
@@ -91,6 +100,19 @@ def _riff_data_claim(path: Path, size: int) -> tuple[int, int, int] | None:
                 return chunk_size, size - offset - 8, block
             offset += 8 + chunk_size + (chunk_size & 1)
     return None
+
+
+def _mp3_has_length_tag(path: Path) -> bool:
+    """True if the first MPEG frame (after any ID3v2 tag) carries a Xing/Info/VBRI header, i.e. the encoder's count."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        skip = 0
+        if len(head) == 10 and head[:3] == b"ID3":
+            skip = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+        f.seek(skip)
+        first = f.read(4096)
+    sync = next((i for i in range(len(first) - 1) if first[i] == 0xFF and first[i + 1] & 0xE0 == 0xE0), None)
+    return sync is not None and any(tag in first[sync:sync + 200] for tag in MP3_LENGTH_TAGS)
 
 
 def inspect_header(path: str | Path, ingest: IngestParams, sample_rate: int) -> Header:
@@ -138,7 +160,11 @@ def inspect_header(path: str | Path, ingest: IngestParams, sample_rate: int) -> 
             raise _reject(path, f"implausible_header: {frames} frames x {channels} channels from {st.st_size} bytes "
                                 f"is more than ingest.max_decoded_ratio={ingest.max_decoded_ratio} x the file as 16-bit PCM")
     exact = frames is not None and (width is not None or info.format == "FLAC")
-    return Header(rate, channels, frames, exact, st.st_size)
+    slack = None
+    if frames is not None and not exact and info.format in CODEC_FRAME:
+        if info.format == "OGG" or _mp3_has_length_tag(path):
+            slack = CODEC_FRAME[info.format]
+    return Header(rate, channels, frames, exact, st.st_size, slack)
 
 
 def decoded_blocks(path: Path, header: Header, ingest: IngestParams) -> Iterator[np.ndarray]:
@@ -169,6 +195,10 @@ def decoded_blocks(path: Path, header: Header, ingest: IngestParams) -> Iterator
         raise _reject(path, "no_samples: header is valid but holds no audio")
     if header.exact and n != header.frames:
         raise _reject(path, f"truncated: the header promises {header.frames} frames, the file decodes to {n}")
+    if header.slack is not None and abs(n - header.frames) > header.slack:
+        what = "truncated" if n < header.frames else "implausible_header"
+        raise _reject(path, f"{what}: the encoder's count promises {header.frames} frames, the file decodes to {n} "
+                            f"(more than one codec frame, {header.slack}, apart)")
 
 
 @dataclass

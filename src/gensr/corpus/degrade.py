@@ -28,7 +28,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
-from gensr.audio.io import AudioRejected, load_audio, resample
+from gensr.audio.io import AudioRejected, resample
+from gensr.audio.stream import resample_blocks
+from gensr.config.corpus import IngestParams
+from gensr.corpus.admit import decoded_blocks, inspect_header
 from gensr.storage import scan_folder
 from gensr.config.degrade import (
     BandlimitParams,
@@ -98,10 +101,14 @@ class BabblePool:
 
 
 class AudioFolder:
-    """Every usable audio file under `root` (sorted); every other entry is kept in `rejected` with a reason."""
+    """Every usable audio file under `root` (sorted); every other entry is kept in `rejected` with a reason.
 
-    def __init__(self, root: Path, sample_rate: int, param: str):
-        self.root, self.sample_rate, self.param = Path(root), sample_rate, param
+    A file is read as ingest reads one (gensr.corpus.admit): its header checked against the `ingest` limits before
+    a sample is decoded, then decoded in blocks that stop past ingest.max_seconds, so a lying, truncated or huge
+    noise/RIR file is a reject with its reason and never decoded whole."""
+
+    def __init__(self, root: Path, sample_rate: int, param: str, ingest: IngestParams):
+        self.root, self.sample_rate, self.param, self.ingest = Path(root), sample_rate, param, ingest
         if not self.root.is_dir():
             raise ValueError(f"{param}: folder {self.root} does not exist; set {param} to a folder of audio files")
         self.files: list[str] = []
@@ -129,17 +136,33 @@ class AudioFolder:
         self.load = functools.lru_cache(maxsize=64)(lambda rel: self._read(self.root / rel))
 
     def _read(self, path: Path) -> np.ndarray:
-        return load_audio(path, self.sample_rate, min_seconds=0.0, silence_dbfs=None)
+        """The file as mono float32 at sample_rate (load_audio's samples), or AudioRejected with the reason."""
+        header = inspect_header(path, self.ingest, self.sample_rate)
+        max_len = int(self.ingest.max_seconds * self.sample_rate)
+        blocks, n = [], 0
+        for block in resample_blocks(decoded_blocks(path, header, self.ingest), header.samplerate, self.sample_rate):
+            n += block.size
+            if n > max_len:
+                raise AudioRejected(path, f"too_long: more than ingest.max_seconds={self.ingest.max_seconds} s (cut it "
+                                          "into parts, e.g. with `gensr ingest`, or raise the limit)")
+            blocks.append(block)
+        return np.concatenate([np.zeros(0, np.float32), *blocks])
 
     def pick(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
         rel = self.files[int(rng.integers(len(self.files)))]
         return rel, self.load(rel)
 
 
+def _limits(ingest: IngestParams | None) -> IngestParams:
+    if ingest is None:
+        raise ValueError("a user noise/RIR folder is read under the ingest limits: pass ingest=params.ingest")
+    return ingest
+
+
 @functools.lru_cache(maxsize=8)
-def audio_folder(root: str, sample_rate: int, param: str) -> AudioFolder:
+def audio_folder(root: str, sample_rate: int, param: str, ingest: IngestParams) -> AudioFolder:
     """One scanned folder per process (scanning reads every file once)."""
-    return AudioFolder(Path(root), sample_rate, param)
+    return AudioFolder(Path(root), sample_rate, param, ingest)
 
 
 # ---------------------------------------------------------------- additive noise
@@ -183,7 +206,9 @@ def scale_to_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.nda
     return noise * np.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
 
 
-def add_noise(audio, sr: int, rng: np.random.Generator, params: NoiseParams, *, speaker=None, babble_pool=None):
+def add_noise(audio, sr: int, rng: np.random.Generator, params: NoiseParams, *, speaker=None, babble_pool=None,
+              ingest: IngestParams | None = None):
+    """`ingest`: the limits a user noise file is read under (needed for the kind 'user' only)."""
     x = _as_f64(audio)
     kind = params.kinds[int(rng.integers(len(params.kinds)))]
     snr_db = float(rng.uniform(*params.snr_db))
@@ -195,7 +220,7 @@ def add_noise(audio, sr: int, rng: np.random.Generator, params: NoiseParams, *, 
             raise ValueError("babble noise needs a babble_pool of other speakers' clips")
         noise, applied["talkers"] = babble_noise(len(x), rng, babble_pool, speaker, params.babble_talkers)
     else:
-        folder = audio_folder(str(Path(params.user_dir).resolve()), sr, "degrade.noise.user_dir")
+        folder = audio_folder(str(Path(params.user_dir).resolve()), sr, "degrade.noise.user_dir", _limits(ingest))
         rel, recording = folder.pick(rng)
         noise, start = _fit_length(_as_f64(recording), len(x), rng)
         applied.update(file=rel, start=start)
@@ -296,10 +321,12 @@ def place_source_and_mic(rng: np.random.Generator, room: np.ndarray, margin: flo
     )
 
 
-def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams):
+def reverberate(audio, sr: int, rng: np.random.Generator, params: ReverbParams, ingest: IngestParams | None = None):
+    """`ingest`: the limits a user RIR file is read under (needed with user_rir_dir only)."""
     x = _as_f64(audio)
     if params.user_rir_dir is not None:
-        folder = audio_folder(str(Path(params.user_rir_dir).resolve()), sr, "degrade.reverb.user_rir_dir")
+        folder = audio_folder(str(Path(params.user_rir_dir).resolve()), sr, "degrade.reverb.user_rir_dir",
+                              _limits(ingest))
         rel, rir = folder.pick(rng)
         rir = _as_f64(rir)
         direct = int(np.argmax(np.abs(rir)))
@@ -462,15 +489,19 @@ def degrade(
     *,
     speaker: str | None = None,
     babble_pool: BabblePool | None = None,
+    ingest: IngestParams | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """Apply the chosen degradation types in `params.order`; returns (audio, applied list in order)."""
+    """Apply the chosen degradation types in `params.order`; returns (audio, applied list in order).
+    `ingest`: the limits user noise/RIR files are read under (params.ingest)."""
     select_rng, *type_rngs = rng.spawn(1 + len(TYPES))
     rngs = dict(zip(TYPES, type_rngs))
     y = np.asarray(audio, dtype=np.float32)
     applied = []
     for kind in choose_types(select_rng, params):
         if kind == "noise":
-            y, step = add_noise(y, sr, rngs[kind], params.noise, speaker=speaker, babble_pool=babble_pool)
+            y, step = add_noise(y, sr, rngs[kind], params.noise, speaker=speaker, babble_pool=babble_pool, ingest=ingest)
+        elif kind == "reverb":
+            y, step = reverberate(y, sr, rngs[kind], params.reverb, ingest)
         else:
             y, step = APPLY[kind](y, sr, rngs[kind], getattr(params, kind))
         applied.append(step)

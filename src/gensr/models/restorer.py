@@ -24,6 +24,7 @@ and the state dict and load with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -182,7 +183,10 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found (run `gensr train-base` / `gensr train-codec` first)")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # not a torch file, or cut short
+        raise ValueError(f"{path}: not a readable checkpoint ({' '.join(str(err).split())[:160]})") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a gensr restorer checkpoint (expected format {CHECKPOINT_FORMAT})")
     return payload

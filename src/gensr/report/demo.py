@@ -28,6 +28,7 @@ from gensr.report import html as h
 from gensr.report.spectrogram import log_spectrogram, row_ceiling, save_spectrogram_png
 
 KINDS = ("degraded", "base", "aligned", "clean")
+MARKER = ".gensr_demo_page"  # marks a folder as a page, which the next build may replace whole
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,27 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _is_demo_page(folder: Path) -> bool:
+    """An earlier page: it has our marker, or (made before the marker) an index.html with the provenance section."""
+    if (folder / MARKER).is_file():
+        return True
+    index = folder / "index.html"
+    return index.is_file() and '<section id="provenance">' in index.read_text(errors="replace")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """The page replaces out_dir whole: refuse a file there, and a folder that holds anything but an earlier page."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: is a file; the demo page needs a folder (pass a new or empty one)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_demo_page(out_dir):
+        raise FileExistsError(f"{out_dir}: a folder that holds no demo page; the page replaces its folder whole, "
+                              "so pass a new or empty folder")
+
+
 def build_demo_page(inputs: DemoInputs, out_dir: str | Path) -> dict:
     """Write out_dir/index.html and everything it links to (atomically, as one folder); returns a summary."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -118,6 +137,7 @@ def build_demo_page(inputs: DemoInputs, out_dir: str | Path) -> dict:
             sections.append(f'<section id="{key}">\n<h2>{h.esc(title)}</h2>\n{body}\n</section>')
         nav = [(k, t) for k, t in (("samples", "Samples"), ("evaluation", "Evaluation"), ("ablation", "Ablation"),
                                    ("singing", "Singing"), ("provenance", "How this was made"))]
+        (tmp / MARKER).write_text("made by `gensr demo-page`; the next build replaces this folder whole\n")
         (tmp / "index.html").write_text(h.page(inputs.title, _intro(inputs), nav, "\n".join(sections)))
         _swap_in(tmp, out_dir)
     finally:

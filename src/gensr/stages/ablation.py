@@ -33,7 +33,7 @@ from gensr.config import Params
 from gensr.config.ablation import SFT_STRATEGIES
 from gensr.layout import base_checkpoint
 from gensr.preference.pairs import strategy_slug
-from gensr.stages.dpo import dpo_settings, train_dpo
+from gensr.stages.dpo import dpo_inputs, dpo_settings, train_dpo
 from gensr.stages.evaluate import compare_checkpoint
 from gensr.stages.pairs import _write_text
 from gensr.storage import file_sha256, require_path, write_json
@@ -116,6 +116,7 @@ def run_strategy(params: Params, paradigm: str, strategy: str, *, track: bool = 
         raise ValueError(f"strategy '{strategy}' is not in ablation.strategies {params.ablation.strategies}")
     if paradigm not in params.ablation.paradigms:
         raise ValueError(f"paradigm '{paradigm}' is not in ablation.paradigms {params.ablation.paradigms}")
+    dpo_inputs(params, paradigm, strategy)  # a missing input is refused before MLflow is touched
     settings = strategy_settings(params, paradigm, strategy)
     out = model_dir(params, paradigm, strategy)
     parent = None

@@ -232,7 +232,8 @@ def degrade_shard(params_json: dict, clean_dir: str, out_dir: str, jobs: list[tu
         audio = _read_clean(clean_path, sr)
         rng = clip_rng(params.seed, utt_id, copy)
         pool = pools[clean["split"]]
-        degraded, applied = degrade(audio, sr, rng, params.degrade, speaker=clean["speaker"], babble_pool=pool)
+        degraded, applied = degrade(audio, sr, rng, params.degrade, speaker=clean["speaker"], babble_pool=pool,
+                                    ingest=params.ingest)
         row = manifest_row(clean, copy, applied, len(degraded), params, rel_clean)
         write_wav(path_inside(out_dir, row["path"], "deg_id"), degraded, sr)
         rows.append(row)
@@ -253,7 +254,7 @@ def _user_folder_rejects(params: Params, out_dir: Path, hashes: dict[str, str] |
         folders.append((params.degrade.reverb.user_rir_dir, "degrade.reverb.user_rir_dir"))
     rejects = []
     for root, param in folders:
-        folder = audio_folder(str(Path(root).resolve()), params.audio.sample_rate, param)
+        folder = audio_folder(str(Path(root).resolve()), params.audio.sample_rate, param, params.ingest)
         if hashes is not None:
             hashes.update({f"{param}/{rel}": file_sha256(folder.root / rel) for rel in folder.files})
         for path, reason in folder.rejected:

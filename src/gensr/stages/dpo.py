@@ -34,6 +34,15 @@ def dpo_settings(params: Params, paradigm: str):
                        audio_examples=d.audio_examples, sample_rate=params.audio.sample_rate, seed=params.seed)
 
 
+def dpo_inputs(params: Params, paradigm: str, strategy: str) -> tuple[Path, Path]:
+    """The pair table and the base checkpoint a DPO run of `strategy` reads; FileNotFoundError naming the one missing."""
+    pairs_path = require_path(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
+                              f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
+    base = require_path(base_checkpoint(params, paradigm), "base checkpoint",
+                        f"run `gensr train-base --paradigm {paradigm}`")
+    return pairs_path, base
+
+
 def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, track: bool = True,
               dagster_run_id: str | None = None, settings=None, out_dir: Path | None = None, kind: str = "dpo",
               parent_run_id: str | None = None, tags: dict | None = None) -> dict:
@@ -47,10 +56,7 @@ def train_dpo(params: Params, paradigm: str, strategy: str | None = None, *, tra
     from gensr.tracking import run_with_checkpoint
 
     strategy = strategy or params.dpo.strategy
-    pairs_path = require_path(pairs_dir(params, paradigm, strategy) / "pairs.parquet", "pair table",
-                              f"run `gensr pairs --paradigm {paradigm}` with '{strategy}' in pairs.strategies")
-    base = require_path(base_checkpoint(params, paradigm), "base checkpoint",
-                        f"run `gensr train-base --paradigm {paradigm}`")
+    pairs_path, base = dpo_inputs(params, paradigm, strategy)
     torch.set_num_threads(int(params.restorers.threads))
     pairs = pd.read_parquet(pairs_path)
     policy, reference = load_restorer(base), load_restorer(base)
