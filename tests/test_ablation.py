@@ -227,3 +227,35 @@ def test_dvc_evaluate_stage_lists_every_param_its_code_reads():
     assert not uncovered, f"dvc.yaml's evaluate stage misses params its code reads: {uncovered}"
     for needed in ("sample.seed", "restorers.restore_batch", "restorers.threads"):
         assert needed in declared
+
+
+# the stages whose code reads scaleout.*, and the modules it reads them in
+SCALEOUT_READERS = {
+    "train_codec": ["src/gensr/stages/restorers.py"],
+    "train_base": ["src/gensr/stages/restorers.py"],
+    "dpo": ["src/gensr/stages/dpo.py"],
+    "ablation": ["src/gensr/stages/ablation.py", "src/gensr/stages/dpo.py"],
+    "sample": ["src/gensr/stages/sample.py"],
+    "score_candidates": ["src/gensr/stages/score.py", "src/gensr/stages/sample.py"],
+}
+
+
+def test_dvc_stages_declare_the_scaleout_params_that_can_change_their_outputs():
+    """scaleout.trainer (the fits' devices) changes weights within float tolerance, so the stages that fit declare
+    it. scaleout.shards only deals resume shards over Dagster partitions: the tables are byte-identical for any value
+    (tests/test_scaleout.py), so no stage declares it and dvc.yaml says why."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, modules in SCALEOUT_READERS.items():
+        body = stages[name].get("do", stages[name])
+        declared = body.get("params", [])
+        reads = {r for m in modules for r in _param_reads(ROOT / m) if r.split(".")[0] == "scaleout"}
+        needed = sorted(r for r in reads if not r.startswith("scaleout.shards"))
+        uncovered = [r for r in needed if not any(r == d or r.startswith(d + ".") for d in declared)]
+        assert not uncovered, f"dvc.yaml's {name} stage misses {uncovered}, which its code reads"
+        assert not {"scaleout", "scaleout.shards"} & set(declared), f"{name}: shards change no output"
+    readers = {m.relative_to(ROOT).as_posix() for m in (ROOT / "src" / "gensr").rglob("*.py")
+               if any(r.split(".")[0] == "scaleout" for r in _param_reads(m))}
+    known = set().union(*SCALEOUT_READERS.values()) | {"src/gensr/config/__init__.py"}  # validation only
+    assert readers <= known, f"modules reading scaleout.* that no stage entry above covers: {sorted(readers - known)}"
+    dvc_text = (ROOT / "dvc.yaml").read_text()
+    assert "scaleout.shards is no param here" in dvc_text

@@ -111,6 +111,15 @@ def write_json(obj, path: str | Path) -> Path:
     return Path(path)
 
 
+def summary_beside(folder: str | Path) -> Path:
+    """Where a stage whose output is a folder records its run summary (wall `seconds`, counts): `<folder>.json`,
+    beside the folder, as `degraded_test.json` sits beside `degraded_test.parquet`. Not inside it: the folder is a
+    DVC dependency of later stages, and a timing inside it would rerun all of them after a rerun whose outputs are
+    the same bytes (`make bench` reads these files)."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}.json"
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,7 @@ def _retire_children(client, parent: str, paradigm: str, strategy: str) -> None:
 def run_strategy(params: Params, paradigm: str, strategy: str, *, track: bool = True,
                  dagster_run_id: str | None = None) -> dict:
     """Train one strategy with the shared budget, then compare it with the base on every ablation split."""
+    start = time.perf_counter()
     if strategy not in params.ablation.strategies:
         raise ValueError(f"strategy '{strategy}' is not in ablation.strategies {params.ablation.strategies}")
     if paradigm not in params.ablation.paradigms:
@@ -137,7 +139,8 @@ def run_strategy(params: Params, paradigm: str, strategy: str, *, track: bool = 
             log_evaluation(params, summary["mlflow_run_id"], split, res)
     out_summary = {"paradigm": paradigm, "strategy": strategy, "objective": settings.objective,
                    "train_seconds": summary["seconds"], "n_train_pairs": summary["n_train_pairs"],
-                   "mlflow_run_id": summary.get("mlflow_run_id"), "evaluation": results}
+                   "mlflow_run_id": summary.get("mlflow_run_id"), "evaluation": results,
+                   "seconds": round(time.perf_counter() - start, 2)}  # the stage: training and every split's evaluation
     write_json(out_summary, report_dir(params, paradigm, strategy, "summary.json"))
     return out_summary
 
@@ -168,7 +171,9 @@ def _per_clip(params: Params, paradigm: str, strategy: str, split: str) -> pd.Da
 
 
 def summarize_ablation(params: Params, *, track: bool = True) -> dict:
-    """Table-3-style tables per split, the pre-registered verdicts, the figure, and the MLflow parent."""
+    """Table-3-style tables per split, the pre-registered verdicts, the figure, and the MLflow parent; the run's wall
+    seconds go to reports/ablation_summary.json (not ablation.json: `dvc metrics diff` compares results)."""
+    start = time.perf_counter()
     from gensr.evaluate.ablation import ablation_figure, ablation_rows, ablation_verdicts, table_markdown
 
     alpha = 1 - params.evaluate.confidence
@@ -198,6 +203,8 @@ def summarize_ablation(params: Params, *, track: bool = True) -> dict:
     summary = {"markdown": md, "figure": str(figure), "verdicts": {f"{p}/{s}": v for (p, s), v in verdicts.items()}}
     if track:
         summary["mlflow_run_id"] = _log_parent(params, md, rows, figure, verdicts)
+    write_json({"paradigm_splits": len(verdicts), "seconds": round(time.perf_counter() - start, 2)},
+               reports / "ablation_summary.json")
     return summary
 
 

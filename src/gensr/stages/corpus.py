@@ -5,13 +5,15 @@ Writes, under out_dir:
     manifest.parquet     utt_id, path, text, speaker, split, duration_s, sample_rate
     quarantine.parquet   path, reason (user corpora; empty for TTS)
 
-manifest.parquet is removed first and written last, so its presence means a complete corpus.
+manifest.parquet is removed first and written last, so its presence means a complete corpus. The summary, with
+the stage's wall `seconds`, goes beside out_dir (`<out_dir>.json`, gensr.storage.summary_beside).
 WAVs already holding the right samples are kept, so a rerun after a crash costs only the
 synthesis; WAVs of utterances no longer in the corpus are removed.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pyarrow as pa
 from gensr.config import Params
 from gensr.corpus.ingest import quarantine_table
 from gensr.corpus.splits import SPLITS, assign_splits
-from gensr.storage import write_parquet
+from gensr.storage import summary_beside, write_json, write_parquet
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -55,7 +57,9 @@ def _remove_stale_wavs(wav_dir: Path, keep: set[str]) -> int:
 
 
 def build_clean_corpus(params: Params, out_dir: str | Path | None = None) -> dict:
-    """Build the clean corpus into out_dir (default <paths.data>/clean); return a summary dict."""
+    """Build the clean corpus into out_dir (default <paths.data>/clean); return a summary dict (also written
+    beside out_dir, as <out_dir>.json)."""
+    start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(params)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.parquet").unlink(missing_ok=True)
@@ -81,7 +85,10 @@ def build_clean_corpus(params: Params, out_dir: str | Path | None = None) -> dic
     _remove_stale_wavs(out_dir / "wav", {Path(r["path"]).name for r in rows})
     write_parquet(quarantine_table(quarantined), out_dir / "quarantine.parquet")
     write_parquet(manifest_table(rows), out_dir / "manifest.parquet")
-    return summarize(rows, len(quarantined), out_dir, corpus.source)
+    summary = summarize(rows, len(quarantined), out_dir, corpus.source)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    write_json(summary, summary_beside(out_dir))
+    return summary
 
 
 def summarize(rows: list[dict], n_quarantined: int, out_dir: Path, source: str) -> dict:

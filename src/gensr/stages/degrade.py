@@ -39,7 +39,8 @@ from tqdm import tqdm
 from gensr.audio.io import read_wav, write_wav
 from gensr.config import Params, params_from_dict
 from gensr.corpus.degrade import BabblePool, audio_folder, clip_rng, degrade
-from gensr.storage import UnsafeName, check_file_name, file_sha256, path_inside, write_parquet
+from gensr.storage import (UnsafeName, check_file_name, file_sha256, path_inside, summary_beside, write_json,
+                           write_parquet)
 
 CLEAN_COLUMNS = ("utt_id", "path", "text", "speaker", "split")
 
@@ -263,7 +264,7 @@ def _user_folder_rejects(params: Params, out_dir: Path, hashes: dict[str, str] |
 
 
 def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
-    """Degrade every clean utterance `degrade.copies` times; returns a summary dict."""
+    """Degrade every clean utterance `degrade.copies` times; returns a summary dict (also <out_dir>.json)."""
     started = time.perf_counter()
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     cfg = params.degrade
@@ -322,7 +323,9 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     _remove_orphan_wavs(out_dir, set(manifest.column("path").to_pylist()))
     write_parquet(manifest, out_dir / "manifest.parquet")  # last: its presence means a complete folder
     shutil.rmtree(out_dir / ".shards", ignore_errors=True)
-    return summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
+    summary = summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
+    write_json(summary, summary_beside(out_dir))  # beside, not in, out_dir: later stages depend on the folder
+    return summary
 
 
 def _remove_orphan_wavs(out_dir: Path, keep: set[str]) -> None:

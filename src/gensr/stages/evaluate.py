@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from gensr.layout import base_checkpoint
 from gensr.preference.suite import metric_info
 from gensr.stages.dpo import aligned_dir
 from gensr.stages.pairs import _wide, _write_text
-from gensr.storage import file_sha256, require_path, write_json, write_parquet
+from gensr.storage import file_sha256, require_path, summary_beside, write_json, write_parquet
 
 
 EVAL_SPLITS = ("test", "valid", DEV, CONFIRM)
@@ -113,13 +114,18 @@ def degraded_input_scores(params: Params, split: str = "test") -> pd.DataFrame:
 
 
 def evaluate_base(params: Params, paradigm: str, splits: list[str]) -> dict:
-    """Stage `evaluate-base`: the base side of every evaluation and ablation comparison, once per split."""
+    """Stage `evaluate-base`: the base side of every evaluation and ablation comparison, once per split. The run's
+    wall seconds and clip counts go to reports/base/<paradigm>.json (beside the folder later stages depend on)."""
+    start = time.perf_counter()
     out = {}
     for split in splits:
         base = base_scores(params, paradigm, split)
         degraded_input_scores(params, split)
         out[split] = {"n_clips": len(base), "path": str(base_dir(params, paradigm, split) / "per_clip.parquet")}
-    write_json(out, Path(params.paths.reports) / "base" / paradigm / "summary.json")
+    folder = Path(params.paths.reports) / "base" / paradigm
+    write_json(out, folder / "summary.json")
+    write_json({"paradigm": paradigm, "n_clips": {s: v["n_clips"] for s, v in out.items()},
+                "seconds": round(time.perf_counter() - start, 2)}, summary_beside(folder))
     return out
 
 
@@ -156,6 +162,7 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
     test is the report; valid and dev (valid plus the pref clips whose pairs DPO holds out) are for tuning;
     confirm (a set built after the fact, never read by tuning) is for the final report only.
     """
+    start = time.perf_counter()
     strategy = strategy or params.evaluate.strategy
     check_split(split)
     aligned_ckpt = require_path(aligned_dir(params, paradigm, strategy) / "restorer.pt", "aligned checkpoint",
@@ -164,6 +171,9 @@ def evaluate_paradigm(params: Params, paradigm: str, strategy: str | None = None
     res = compare_checkpoint(params, paradigm, aligned_ckpt, out, split, strategy)
     if split == "test":
         _log_evaluation_to_dpo_run(params, paradigm, strategy, res, out / "table.md")
+    # wall seconds beside the folder (<folder>.json), which evaluation_table and demo_page depend on
+    write_json({"paradigm": paradigm, "strategy": strategy, "split": split, "n_clips": res["n_clips"],
+                "seconds": round(time.perf_counter() - start, 2)}, summary_beside(out))
     return res
 
 
@@ -188,7 +198,9 @@ def _log_evaluation_to_dpo_run(params: Params, paradigm: str, strategy: str, res
 
 
 def evaluation_table(params: Params) -> dict:
-    """reports/evaluation.json (dvc metrics) + reports/table1.{md,csv} + reports/evaluation_diffs.csv."""
+    """reports/evaluation.json (dvc metrics) + reports/table1.{md,csv} + reports/evaluation_diffs.csv; the run's wall
+    seconds go to reports/table1.json (not the metrics file: `dvc metrics diff` compares results, not timings)."""
+    start = time.perf_counter()
     from gensr.evaluate.table import diff_rows, table_markdown, table_rows
     from gensr.preference.suite import MetricInfo
 
@@ -221,4 +233,5 @@ def evaluation_table(params: Params) -> dict:
         for p, r in results.items()
     }
     write_json(metrics_json, reports / "evaluation.json")
+    write_json({"paradigms": list(results), "seconds": round(time.perf_counter() - start, 2)}, reports / "table1.json")
     return {"markdown": md, "results": results}

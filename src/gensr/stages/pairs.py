@@ -9,6 +9,7 @@ they train on the rows of the multi pair set (`pair_strategy`).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,8 @@ from gensr.preference.pairs import (
 )
 from gensr.preference.stats import candidate_spread, pair_stats
 from gensr.preference.suite import metric_info
-from gensr.storage import atomic_path, file_sha256, require_path, write_json, write_parquet
+from gensr.storage import atomic_path, file_sha256, require_path, summary_beside, write_json, write_parquet
+
 
 def metrics_path(params: Params, paradigm: str) -> Path:
     return Path(params.paths.data) / "metrics" / paradigm / "metrics.parquet"
@@ -68,7 +70,9 @@ def pair_sets(params: Params, paradigm: str) -> list[str]:
 
 
 def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = None) -> dict:
-    """Pair tables of one paradigm for each strategy (default: `pair_sets`)."""
+    """Pair tables of one paradigm for each strategy (default: `pair_sets`). The run's wall seconds and pair counts
+    go to data/pairs/<paradigm>.json, beside the paradigm's folder (gensr.storage.summary_beside)."""
+    start = time.perf_counter()
     cdir = candidates_dir(params, paradigm)
     manifest = pd.read_parquet(require_path(cdir / "manifest.parquet", "candidate manifest",
                                             f"run `gensr sample --paradigm {paradigm}` first"))
@@ -104,6 +108,11 @@ def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = No
                      candidate_spread=candidate_spread(manifest[manifest["split"] != "test"], wide))
         write_json(stats, out_dir / "stats.json")
         summary[strategy] = stats
+    if summary:
+        write_json({"paradigm": paradigm, "n_clips": next(iter(summary.values()))["n_clips"],
+                    "n_pairs": {name: st["n_pairs"] for name, st in summary.items()},
+                    "seconds": round(time.perf_counter() - start, 2)},
+                   summary_beside(Path(params.paths.data) / "pairs" / paradigm))
     return summary
 
 

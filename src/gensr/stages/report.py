@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from gensr.config import Params
@@ -30,7 +31,9 @@ def demo_dir(params: Params) -> Path:
 
 
 def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: str | Path | None = None) -> dict:
-    """Build the demo page (atomically, as one folder); returns its path and which sections had inputs."""
+    """Build the demo page (atomically, as one folder); returns its path and which sections had inputs (also written,
+    with the wall seconds, beside the folder: <out_dir>.json)."""
+    start = time.perf_counter()
     if params.report is None:
         raise ValueError("params.yaml has no `report` block (report.clips_per_paradigm, report.spectrogram): "
                          "copy it from the project's params.yaml")
@@ -51,7 +54,12 @@ def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: 
         git_commit=git_sha(), git_dirty=_git_dirty(), degraded_manifest=degraded_manifest(params),
         runs=mlflow_runs(params),
     )
-    return build_demo_page(inputs, out_dir or demo_dir(params))
+    out_dir = Path(out_dir or demo_dir(params))
+    result = build_demo_page(inputs, out_dir)
+    from gensr.storage import summary_beside, write_json
+
+    write_json({**result, "seconds": round(time.perf_counter() - start, 2)}, summary_beside(out_dir))
+    return result
 
 
 def _git_dirty() -> bool | None:
