@@ -8,7 +8,6 @@ import ast
 import re
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pytest
 import torch

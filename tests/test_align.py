@@ -280,7 +280,6 @@ def test_longest_pair_segment_crops_no_clip(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("paradigm", ["ar", "mgm", "fm"])
 def test_dpo_run_end_to_end_writes_a_checkpoint_without_the_reference(tmp_path, paradigm):
-    import copy
 
     from gensr.align.train import DPOSettings, run_dpo
     from gensr.models import Restorer

@@ -234,8 +234,6 @@ def test_pairs_stage_on_a_scored_candidate_folder(tmp_path, project_params):
     writes pairs + stats that the asset check accepts, and rebases paths to the pair folder."""
     from gensr.metrics.registry import METRIC_NAMES, get
     from gensr.stages.pairs import build_pairs, check_pairs, metrics_path, pairs_dir
-    from gensr.storage import write_parquet
-    import pyarrow as pa
 
     params = project_params([f"paths.data={tmp_path / 'data'}", "pairs.heldout_fraction=0.0",
                              "pairs.strategies=[multi, 'single:pesq_wb', gt_as_chosen]"])
