@@ -39,7 +39,7 @@ export PYTHONHASHSEED := 0
 # dvc.yaml stages call `gensr ...`: the venv's bin must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test bench dagster mlflow-ui clean-venv
+.PHONY: setup demo test bench dagster dagster-materialize-all mlflow-ui clean-venv
 
 setup: $(STAMP)
 
@@ -102,6 +102,11 @@ bench: $(STAMP)  ## make bench BENCH="metrics sampling dpo"
 dagster: $(STAMP)
 	@test ! -f dvc.lock || $(BIN)/gensr dagster-sync
 	$(BIN)/dagster dev -h 127.0.0.1
+
+# Everything from Dagster, the equivalent of `dvc repro`: one asset backfill of every asset and partition, run by
+# the daemon of `make dagster` if it is up, else by a `dagster-daemon run` started until it ends (README, Dagster).
+dagster-materialize-all: $(STAMP)
+	$(BIN)/gensr dagster-materialize-all
 
 # The UI opens experiments in the model-training view only with ?workflowType=machine_learning (MLflow 3
 # defaults to its GenAI view): once the server answers, print that link to the ablation's experiment.

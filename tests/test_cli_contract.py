@@ -52,7 +52,7 @@ ARGS = {
     "demo-page": ["--out", "{tmp}/demo"], "params": [],
 }
 NO_INPUT = {"params", "demo-page"}  # they read nothing but the params: a run on nothing is valid
-NO_PARAMS = {"dagster-sync"}  # reads a project folder (--root), never a params file
+NO_PARAMS = {"dagster-sync", "dagster-materialize-all"}  # read a project folder / the Dagster instance, no params
 PARAMS_COMMANDS = sorted(ARGS)
 INPUT_COMMANDS = sorted(set(ARGS) - NO_INPUT)
 
@@ -162,6 +162,22 @@ def test_dagster_sync_refuses_a_root_it_cannot_read(project, probe):
 def test_a_dagster_sync_without_dagster_home_is_refused(project, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert_refused(gensr("dagster-sync", "--root", project), "DAGSTER_HOME")
+
+
+def test_a_dagster_materialize_all_without_dagster_home_is_refused(monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert_refused(gensr("dagster-materialize-all"), "DAGSTER_HOME")
+
+
+def test_a_dagster_materialize_all_that_nothing_would_run_is_refused(project):
+    """--no-wait without a daemon heartbeat on the instance: the backfill would sit requested, so none is added."""
+    home = project / "dagster_home"
+    assert_refused(gensr("dagster-materialize-all", "--no-wait", env={"DAGSTER_HOME": str(home)}), "--no-wait",
+                   "make dagster")
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_backfills() == []
 
 
 def test_a_checkpoint_that_is_not_one_is_refused_naming_it(tmp_path):
