@@ -76,14 +76,17 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	    exit 1; }; } && \
 	{ [ -z "$(NO_DEPS)" ] || $(PIP) install --quiet --no-deps -c $(CONSTRAINTS) $(NO_DEPS) $(PIP_QUIET); } && \
 	echo "install took $$(( $$(date +%s) - start )) s; venv size $$(du -sh $(VENV) | cut -f1)"
-	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	@touch $(STAMP)
+
+# The instance's config follows the repo's dagster.yaml (copied again whenever that file changes).
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
 # After `dvc repro`, the Dagster UI is told what DVC built (gensr dagster-sync: runless materializations with
 # metadata, md5s and data versions, plus the asset checks' results). Not a DVC stage: it writes only Dagster's
 # store in $(DAGSTER_HOME), which DVC cannot track, and it reports nothing when nothing changed, so a no-op
 # `dvc repro` stays a no-op and a wiped .dagster_home is refilled by the next sync.
-demo: $(STAMP)
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dvc repro
 	$(BIN)/gensr dagster-sync
 	@echo ""
@@ -99,13 +102,13 @@ BENCH ?= all
 bench: $(STAMP)  ## make bench BENCH="metrics sampling dpo"
 	$(BIN)/python -m benchmarks $(BENCH)
 
-dagster: $(STAMP)
+dagster: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@test ! -f dvc.lock || $(BIN)/gensr dagster-sync
 	$(BIN)/dagster dev -h 127.0.0.1
 
 # Everything from Dagster, the equivalent of `dvc repro`: one asset backfill of every asset and partition, run by
 # the daemon of `make dagster` if it is up, else by a `dagster-daemon run` started until it ends (README, Dagster).
-dagster-materialize-all: $(STAMP)
+dagster-materialize-all: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/gensr dagster-materialize-all
 
 # The UI opens experiments in the model-training view only with ?workflowType=machine_learning (MLflow 3

@@ -131,3 +131,16 @@ def test_the_backfill_runs_every_asset_partition_after_what_it_depends_on(tmp_pa
                 assert max(done[parent]) < stored, f"{asset}[{partition}] ran before {parent[0]}[{parent[1]}]"
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     assert time.perf_counter() - start < 120
+
+
+def test_the_projects_instance_runs_one_run_at_a_time(tmp_path, monkeypatch):
+    """The repo's dagster.yaml (copied to $DAGSTER_HOME by the Makefile) queues a backfill's runs one at a time:
+    on 2 cores runs side by side only contend, and metric_tables partitions share the degraded-input tables."""
+    import shutil
+
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
