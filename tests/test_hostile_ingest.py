@@ -398,6 +398,14 @@ def test_degrade_never_writes_outside_out_for_a_hostile_utt_id(tmp_path):
     assert len(quarantine) == len(bad) and all(q["reason"].startswith("bad_utt_id: utt_id") for q in quarantine)
     assert sorted(q["path"] for q in quarantine) == [f"../clean/wav/c{k:03d}.wav" for k in range(len(bad))]
     assert pq.read_table(out / "manifest.parquet").column("utt_id").to_pylist() == ["ok1", "ok2", "ok3", "ok4"]
+    # the run summary goes outside --out only where --summary names it (dvc.yaml: data/degraded.json)
+    summary = tmp_path / "a" / "b" / "out.json"
+    result = cli("degrade", "--clean", str(clean), "--out", str(out), "--summary", str(summary), "-p", str(PARAMS),
+                 *[a for o in CHEAP for a in ("-S", o)])
+    assert result.returncode == 0, result.stderr
+    assert files_outside(tmp_path, clean, out) == ["a/b/out.json"]
+    written = json.loads(summary.read_text())
+    assert written["n_degraded"] == 4 and written["seconds"] > 0
 
 
 def test_degrade_removes_folders_an_old_run_left_in_wav(tmp_path):

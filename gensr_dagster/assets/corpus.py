@@ -6,6 +6,7 @@ import dagster as dg
 
 from gensr.corpus.splits import SPLITS
 from gensr.stages.corpus import build_clean_corpus, default_out_dir
+from gensr.storage import summary_beside
 from gensr_dagster.resources import ParamsResource
 
 
@@ -13,7 +14,7 @@ from gensr_dagster.resources import ParamsResource
 def clean_corpus(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
     cfg = params.load()
     out_dir = default_out_dir(cfg)
-    summary = build_clean_corpus(cfg, out_dir)
+    summary = build_clean_corpus(cfg, out_dir, summary_beside(out_dir))  # as dvc.yaml: data/clean.json
     split_rows = "\n".join(
         f"| {name} | {s['n_utterances']} | {s['n_speakers']} | {s['hours']:.3f} |" for name, s in summary["splits"].items()
     )

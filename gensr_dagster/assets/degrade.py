@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 
 from gensr.config import Params
 from gensr.stages.degrade import build_degraded_corpus, misaligned_clips, nonfinite_clips
+from gensr.storage import summary_beside
 from gensr_dagster.resources import ParamsResource
 
 
@@ -29,7 +30,7 @@ def _mix_markdown(mix: list[dict]) -> str:
 def degraded_corpus(context: dg.AssetExecutionContext, params: ParamsResource) -> dg.MaterializeResult:
     cfg = params.load()
     clean_dir, out_dir = _dirs(cfg)
-    summary = build_degraded_corpus(cfg, clean_dir, out_dir, progress=False)
+    summary = build_degraded_corpus(cfg, clean_dir, out_dir, progress=False, summary=summary_beside(out_dir))
     clean_quarantine = clean_dir / "quarantine.parquet"
     context.log.info(f"degraded {summary['n_degraded']} clips in {summary['seconds']} s")
     return dg.MaterializeResult(

@@ -18,7 +18,10 @@ from gensr_dagster.resources import MlflowResource, ParamsResource
           "singing application, and how it was made. Opens from disk; its audio is WAV files beside it.")
 def demo_page(params: ParamsResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
-    s = build_demo_page(cfg, params.params_path)
+    from gensr.stages.report import demo_dir
+    from gensr.storage import summary_beside
+
+    s = build_demo_page(cfg, params.params_path, summary=summary_beside(demo_dir(cfg)))  # as dvc.yaml
     page = Path(s["path"]).resolve()
     return dg.MaterializeResult(metadata={
         "page": dg.MetadataValue.path(str(page)),

@@ -14,6 +14,7 @@ from gensr.cli import ParamsOption, SetOption, app, load
 @app.command("corpus")
 def corpus_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default: <paths.data>/clean)."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary (counts, wall seconds) to this JSON file; dvc.yaml passes `data/clean.json`, which `make bench` reads. Nothing is written outside --out without it."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
@@ -23,7 +24,7 @@ def corpus_command(
     cfg = load(params, set_)
     out = out or default_out_dir(cfg)
     start = time.perf_counter()
-    summary = build_clean_corpus(cfg, out)
+    summary = build_clean_corpus(cfg, out, summary_json)
     typer.echo(
         f"{summary['n_utterances']} utterances ({summary['total_hours']:.3f} h), {summary['n_speakers']} speakers, "
         f"source {summary['source']}, into {out}; quarantined {summary['n_quarantined']}; "

@@ -14,6 +14,7 @@ from gensr.cli import ParamsOption, SetOption, app, load
 def degrade_command(
     clean: Optional[Path] = typer.Option(None, "--clean", help="Clean corpus dir (default: <paths.data>/clean)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default: <paths.data>/degraded)."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary (counts, wall seconds) to this JSON file; dvc.yaml passes `data/degraded.json`, which `make bench` reads. Nothing is written outside --out without it."),
     params: Path = ParamsOption,
     set_: Optional[list[str]] = SetOption,
 ) -> None:
@@ -27,7 +28,7 @@ def degrade_command(
     cfg = load(params, set_)
     clean = clean or cfg.paths.data / "clean"
     out = out or cfg.paths.data / "degraded"
-    summary = build_degraded_corpus(cfg, clean, out)
+    summary = build_degraded_corpus(cfg, clean, out, summary=summary_json)
     typer.echo(
         f"degraded {summary['n_degraded']} clips ({summary['hours']:.2f} h) from {summary['n_clean']} clean "
         f"into {out}; quarantined {summary['n_quarantined']}; {summary['seconds']:.1f} s"

@@ -6,7 +6,8 @@ Writes, under out_dir:
     quarantine.parquet   path, reason (user corpora; empty for TTS)
 
 manifest.parquet is removed first and written last, so its presence means a complete corpus. The summary, with
-the stage's wall `seconds`, goes beside out_dir (`<out_dir>.json`, gensr.storage.summary_beside).
+the stage's wall `seconds`, goes to `summary_path` if given (dvc.yaml: data/clean.json, beside the folder, not in it:
+later stages depend on the folder); nothing is written outside out_dir otherwise.
 WAVs already holding the right samples are kept, so a rerun after a crash costs only the
 synthesis; WAVs of utterances no longer in the corpus are removed.
 """
@@ -22,7 +23,7 @@ import pyarrow as pa
 from gensr.config import Params
 from gensr.corpus.ingest import quarantine_table
 from gensr.corpus.splits import SPLITS, assign_splits
-from gensr.storage import summary_beside, write_json, write_parquet
+from gensr.storage import write_json, write_parquet
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -56,7 +57,8 @@ def _remove_stale_wavs(wav_dir: Path, keep: set[str]) -> int:
     return removed
 
 
-def build_clean_corpus(params: Params, out_dir: str | Path | None = None) -> dict:
+def build_clean_corpus(params: Params, out_dir: str | Path | None = None,
+                       summary_path: str | Path | None = None) -> dict:
     """Build the clean corpus into out_dir (default <paths.data>/clean); return a summary dict (also written
     beside out_dir, as <out_dir>.json)."""
     start = time.perf_counter()
@@ -87,7 +89,8 @@ def build_clean_corpus(params: Params, out_dir: str | Path | None = None) -> dic
     write_parquet(manifest_table(rows), out_dir / "manifest.parquet")
     summary = summarize(rows, len(quarantined), out_dir, corpus.source)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_json(summary, summary_beside(out_dir))
+    if summary_path is not None:
+        write_json(summary, summary_path)
     return summary
 
 

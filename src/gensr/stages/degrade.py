@@ -39,7 +39,7 @@ from tqdm import tqdm
 from gensr.audio.io import read_wav, write_wav
 from gensr.config import Params, params_from_dict
 from gensr.corpus.degrade import BabblePool, audio_folder, clip_rng, degrade
-from gensr.storage import (UnsafeName, check_file_name, file_sha256, path_inside, summary_beside, write_json,
+from gensr.storage import (UnsafeName, check_file_name, file_sha256, path_inside, write_json,
                            write_parquet)
 
 CLEAN_COLUMNS = ("utt_id", "path", "text", "speaker", "split")
@@ -263,8 +263,11 @@ def _user_folder_rejects(params: Params, out_dir: Path, hashes: dict[str, str] |
     return rejects
 
 
-def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
-    """Degrade every clean utterance `degrade.copies` times; returns a summary dict (also <out_dir>.json)."""
+def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | Path, progress: bool = True, *,
+                          summary: str | Path | None = None) -> dict:
+    """Degrade every clean utterance `degrade.copies` times; returns a summary dict (also written to `summary`,
+    a JSON path, if given: dvc.yaml's data/degraded.json, beside the folder, not in it, since later stages
+    depend on the folder)."""
     started = time.perf_counter()
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
     cfg = params.degrade
@@ -323,9 +326,10 @@ def build_degraded_corpus(params: Params, clean_dir: str | Path, out_dir: str | 
     _remove_orphan_wavs(out_dir, set(manifest.column("path").to_pylist()))
     write_parquet(manifest, out_dir / "manifest.parquet")  # last: its presence means a complete folder
     shutil.rmtree(out_dir / ".shards", ignore_errors=True)
-    summary = summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
-    write_json(summary, summary_beside(out_dir))  # beside, not in, out_dir: later stages depend on the folder
-    return summary
+    result = summarize(manifest, quarantine.num_rows, len(clean_rows), time.perf_counter() - started)
+    if summary is not None:
+        write_json(result, summary)
+    return result
 
 
 def _remove_orphan_wavs(out_dir: Path, keep: set[str]) -> None:

@@ -30,9 +30,10 @@ def demo_dir(params: Params) -> Path:
     return Path(params.paths.reports) / "demo"
 
 
-def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: str | Path | None = None) -> dict:
+def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: str | Path | None = None, *,
+              summary: str | Path | None = None) -> dict:
     """Build the demo page (atomically, as one folder); returns its path and which sections had inputs (also written,
-    with the wall seconds, beside the folder: <out_dir>.json)."""
+    with the wall seconds, to `summary`, a JSON path, if given: dvc.yaml's reports/demo.json)."""
     start = time.perf_counter()
     if params.report is None:
         raise ValueError("params.yaml has no `report` block (report.clips_per_paradigm, report.spectrogram): "
@@ -56,9 +57,10 @@ def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: 
     )
     out_dir = Path(out_dir or demo_dir(params))
     result = build_demo_page(inputs, out_dir)
-    from gensr.storage import summary_beside, write_json
+    if summary is not None:
+        from gensr.storage import write_json
 
-    write_json({**result, "seconds": round(time.perf_counter() - start, 2)}, summary_beside(out_dir))
+        write_json({**result, "seconds": round(time.perf_counter() - start, 2)}, summary)
     return result
 
 
