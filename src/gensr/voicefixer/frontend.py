@@ -74,8 +74,9 @@ class MelFrontEnd(nn.Module):
         """Render a restored linear mel [B, 1, T, n_mels] on the input wave [B, L] -> [B, L] (synthesis
         'input_phase'): the input's STFT keeps its phase; each bin is scaled by the restored/input mel ratio
         of the bands it belongs to (filter-weighted) where that ratio is at most 1, and where the restored
-        mel is louder than the input (ratio > 1.01) (lost bands) the bin takes the larger of the input magnitude and the
-        restored mel's least-squares linear magnitude. Bins of exact digital silence stay silent (no phase)."""
+        mel is louder than the input (ratio > 1 + LOUDER_TOLERANCE: lost bands) the bin takes the larger of
+        the input magnitude and the restored mel's least-squares linear magnitude. Bins of exact digital
+        silence stay silent (they have no phase to keep)."""
         spec = torch.stft(wave.float(), self.n_fft, self.hop, self.n_fft, self.window, center=True,
                           pad_mode="reflect", return_complex=True)  # [B, F, T]
         magnitude = spec.abs()
