@@ -332,10 +332,7 @@ def test_a_killed_rerun_resumes_to_exactly_a_fresh_run(tmp_path, monkeypatch):
     ingest_directory(root, tmp_path / "out", params("ingest.max_seconds=2").ingest, SR)
     ingest_directory(root, tmp_path / "fresh", params("ingest.max_seconds=2").ingest, SR)
 
-    def tree(folder):
-        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-    assert tree(tmp_path / "out") == tree(tmp_path / "fresh")
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "fresh")
     assert len(wav_frames(tmp_path / "out")) == 12  # 4 parts of 1.75 s each, no part of the 3 s split left
 
 
@@ -421,12 +418,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_degrade_killed_with_changed_params_leaves_no_manifest_of_other_audio(tmp_path, monkeypatch):
-    from gensr.stages import degrade as stage
-
-    clean = _clean_corpus(tmp_path / "clean", [f"u{i}" for i in range(6)])
-    small = [*CHEAP, "degrade.shard_size=2"]
-    stage.build_degraded_corpus(params(*small), clean, tmp_path / "out", progress=False)
+def _kill_on_the_second_shard(monkeypatch, stage):
+    """Make `stage.degrade_shard` raise KeyboardInterrupt on its second call (a kill mid-run); returns the real one."""
     real, calls = stage.degrade_shard, []
 
     def killed_on_the_second_shard(*args):
@@ -436,6 +429,16 @@ def test_degrade_killed_with_changed_params_leaves_no_manifest_of_other_audio(tm
         return real(*args)
 
     monkeypatch.setattr(stage, "degrade_shard", killed_on_the_second_shard)
+    return real
+
+
+def test_degrade_killed_with_changed_params_leaves_no_manifest_of_other_audio(tmp_path, monkeypatch):
+    from gensr.stages import degrade as stage
+
+    clean = _clean_corpus(tmp_path / "clean", [f"u{i}" for i in range(6)])
+    small = [*CHEAP, "degrade.shard_size=2"]
+    stage.build_degraded_corpus(params(*small), clean, tmp_path / "out", progress=False)
+    real = _kill_on_the_second_shard(monkeypatch, stage)
     with pytest.raises(KeyboardInterrupt):
         stage.build_degraded_corpus(params(*small, "seed=99"), clean, tmp_path / "out", progress=False)
     # two clips already hold seed-99 audio: before, the seed-1234 manifest still described them
@@ -451,15 +454,7 @@ def test_degrade_resume_notices_a_changed_clean_file(tmp_path, monkeypatch):
 
     clean = _clean_corpus(tmp_path / "clean", [f"u{i}" for i in range(6)])
     small = [*CHEAP, "degrade.shard_size=2"]
-    real, calls = stage.degrade_shard, []
-
-    def killed_on_the_second_shard(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args)
-
-    monkeypatch.setattr(stage, "degrade_shard", killed_on_the_second_shard)
+    real = _kill_on_the_second_shard(monkeypatch, stage)
     with pytest.raises(KeyboardInterrupt):
         stage.build_degraded_corpus(params(*small), clean, tmp_path / "out", progress=False)
     write_wav(clean / "wav" / "c000.wav", speechlike(1.0, seed=77), SR)  # a new take; the manifest is unchanged
