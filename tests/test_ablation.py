@@ -8,15 +8,12 @@ import ast
 import re
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import torch
 import yaml
 
-from gensr.audio.io import write_wav
-from gensr.storage import write_parquet
 from test_align import _write_pairs, tiny_restorer
-from test_models import SR, synthetic_clip, tiny_params
+from test_models import tiny_params, write_degraded_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,16 +90,7 @@ def ablation_project(tmp_path):
                           "dpo.val_every_steps=2", "dpo.audio_examples=0", "evaluate.samples_per_clip=1",
                           "evaluate.n_bootstrap=200", "restorers.restore_batch=4", "metrics.workers=1",
                           "metrics.names=[pesq_wb,estoi,si_sdr,mel_distance,speaker_cosine]"])
-    rows = []
-    for i in range(4):
-        clip = synthetic_clip(i, seconds=0.6)
-        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
-        write_wav(tmp_path / "data/clean/wav" / f"{utt}.wav", clip.clean, SR)
-        write_wav(tmp_path / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
-        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
-                     "clean_path": f"../clean/wav/{utt}.wav", "text": "the man", "speaker": f"s{i % 2}",
-                     "split": "test", "seed": i})
-    write_parquet(pa.Table.from_pylist(rows), tmp_path / "data/degraded/manifest.parquet")
+    write_degraded_corpus(tmp_path / "data", 4, lambda i: 0.6, lambda i: "test", text=lambda i: "the man")
     tiny_restorer("fm").save(base_checkpoint(params, "fm"))
     pdir = pairs_dir(params, "fm", "multi")
     pdir.mkdir(parents=True)

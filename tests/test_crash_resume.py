@@ -24,7 +24,7 @@ import pytest
 from conftest import PARAMS, ROOT
 from gensr.audio.io import write_wav
 from gensr.storage import write_parquet
-from test_models import SR, TINY, synthetic_clip
+from test_models import SR, TINY, synthetic_clip, write_degraded_corpus
 
 CLI = [sys.executable, "-c", "from gensr.cli import main; main()"]
 
@@ -108,16 +108,7 @@ N_CLIPS = 10
 def sample_project(root: Path, checkpoint: Path) -> list[str]:
     """A degraded corpus of N_CLIPS pref clips under root/data, the FM checkpoint at the base path;
     returns the CLI overrides."""
-    rows = []
-    for i in range(N_CLIPS):
-        clip = synthetic_clip(i, seconds=1.5 + 0.1 * i)
-        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
-        write_wav(root / "data/clean/wav" / f"{utt}.wav", clip.clean, SR)
-        write_wav(root / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
-        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
-                     "clean_path": f"../clean/wav/{utt}.wav", "text": f"text {i}", "speaker": f"s{i % 2}",
-                     "split": "pref", "seed": i})
-    write_parquet(pa.Table.from_pylist(rows), root / "data/degraded/manifest.parquet")
+    write_degraded_corpus(root / "data", N_CLIPS, lambda i: 1.5 + 0.1 * i, lambda i: "pref")
     (root / "models/base/fm").mkdir(parents=True)
     shutil.copyfile(checkpoint, root / "models/base/fm/restorer.pt")
     return [*TINY, f"paths.data={root / 'data'}", f"paths.models={root / 'models'}", "sample.split=pref",

@@ -52,6 +52,26 @@ def synthetic_clip(seed: int, seconds: float = 1.0) -> Clip:
     return Clip(f"clip{seed}", noisy.astype(np.float32), clean.astype(np.float32))
 
 
+def write_degraded_corpus(data: Path, n: int, seconds, split, text=lambda i: f"text {i}") -> None:
+    """data/clean + data/degraded of n synthetic clips (synthetic_clip(i, seconds(i))) and the degraded manifest:
+    utterance u<i>, copy u<i>__d0, speaker s<i % 2>, split(i), text(i), seed i."""
+    import pyarrow as pa
+
+    from gensr.audio.io import write_wav
+    from gensr.storage import write_parquet
+
+    rows = []
+    for i in range(n):
+        clip = synthetic_clip(i, seconds=seconds(i))
+        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
+        write_wav(data / "clean/wav" / f"{utt}.wav", clip.clean, SR)
+        write_wav(data / "degraded/wav" / f"{deg}.wav", clip.degraded, SR)
+        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
+                     "clean_path": f"../clean/wav/{utt}.wav", "text": text(i), "speaker": f"s{i % 2}",
+                     "split": split(i), "seed": i})
+    write_parquet(pa.Table.from_pylist(rows), data / "degraded/manifest.parquet")
+
+
 @pytest.fixture(scope="module")
 def clips():
     return [synthetic_clip(i) for i in range(6)]

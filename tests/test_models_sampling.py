@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
 
-from gensr.audio.io import read_wav, write_wav
-from gensr.storage import write_parquet
-from test_models import SR, synthetic_clip, tiny_params
+from gensr.audio.io import read_wav
+from test_models import tiny_params, write_degraded_corpus
 
 torch.set_num_threads(1)
 
@@ -25,16 +23,7 @@ def project(tmp_path):
     params = tiny_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
                           "sample.n_candidates=3", "sample.n_clips=5", "sample.shard_clips=2", "sample.split=pref",
                           "restorers.restore_batch=2"])
-    rows = []
-    for i in range(9):
-        clip = synthetic_clip(i, seconds=0.5 + 0.1 * i)
-        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
-        write_wav(tmp_path / "data/clean/wav" / f"{utt}.wav", clip.clean, SR)
-        write_wav(tmp_path / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
-        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
-                     "clean_path": f"../clean/wav/{utt}.wav", "text": f"text {i}", "speaker": f"s{i % 2}",
-                     "split": "test" if i >= 7 else "pref", "seed": i})
-    write_parquet(pa.Table.from_pylist(rows), tmp_path / "data/degraded/manifest.parquet")
+    write_degraded_corpus(tmp_path / "data", 9, lambda i: 0.5 + 0.1 * i, lambda i: "test" if i >= 7 else "pref")
     p = params.restorers.fm
     model = FMRestorer.build(params.restorers.features.model_dump(), p.model.model_dump(), p.sampling.model_dump())
     torch.nn.init.normal_(model.velocity.out.weight, std=0.05)  # a non-trivial field

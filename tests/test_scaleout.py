@@ -20,7 +20,7 @@ import torch
 
 from conftest import PARAMS
 from test_align import _write_pairs, tiny_restorer
-from test_models import SR, TINY, synthetic_clip
+from test_models import SR, TINY, synthetic_clip, write_degraded_corpus
 
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-3  # Adam-normalised rounding (see above); a wrong batch moves weights by about lr per step
@@ -168,21 +168,7 @@ SHARDED = ["sample.n_candidates=2", "sample.n_clips=6", "sample.shard_clips=1", 
 
 def _project(root, models):
     """A degraded corpus of 9 clips (7 in the pool, 2 test) under root/data; the overrides that point there."""
-    import pyarrow as pa
-
-    from gensr.audio.io import write_wav
-    from gensr.storage import write_parquet
-
-    rows = []
-    for i in range(9):
-        clip = synthetic_clip(i, seconds=0.5 + 0.1 * i)
-        utt, deg = f"u{i:02d}", f"u{i:02d}__d0"
-        write_wav(root / "data/clean/wav" / f"{utt}.wav", clip.clean, SR)
-        write_wav(root / "data/degraded/wav" / f"{deg}.wav", clip.degraded, SR)
-        rows.append({"deg_id": deg, "utt_id": utt, "copy": 0, "path": f"wav/{deg}.wav",
-                     "clean_path": f"../clean/wav/{utt}.wav", "text": f"text {i}", "speaker": f"s{i % 2}",
-                     "split": "test" if i >= 7 else "pref", "seed": i})
-    write_parquet(pa.Table.from_pylist(rows), root / "data/degraded/manifest.parquet")
+    write_degraded_corpus(root / "data", 9, lambda i: 0.5 + 0.1 * i, lambda i: "test" if i >= 7 else "pref")
     return [*TINY, f"paths.data={root / 'data'}", f"paths.models={models}", f"paths.reports={root / 'reports'}", *SHARDED]
 
 
