@@ -66,25 +66,37 @@ def _num(d: dict | None, *keys) -> float | None:
     return None
 
 
+# stage -> (its record, relative to the root with {p} = the paradigm/item, the seconds key, the items key, unit):
+# the stages whose record needs no more than reading two numbers
+RECORDS = {
+    "corpus": ("data/clean.json", "seconds", "n_utterances", "utterances"),
+    "degrade": ("data/degraded.json", "seconds", "n_degraded", "clips"),
+    "confirm_corpus": ("data/confirm/summary.json", "seconds", "n_utterances", "utterances"),
+    "score_inputs": ("data/metrics/degraded_test.json", "wall_seconds", "n_clips", "clips"),
+    "score_candidates": ("data/metrics/{p}/summary.json", "wall_seconds", "n_clips", "candidates"),
+    "sample": ("data/candidates/{p}/summary.json", "seconds", "n_clips", "clips"),
+    "pairs": ("data/pairs/{p}.json", "seconds", "n_clips", "clips"),
+    "dpo": ("models/aligned/{p}/multi/summary.json", "seconds", "settings.steps", "steps"),
+    "evaluate": ("reports/evaluation/{p}.json", "seconds", "n_clips", "clips"),
+    "ablation_summary": ("reports/ablation_summary.json", "seconds", None, ""),
+    "evaluation_table": ("reports/table1.json", "seconds", None, ""),
+    "demo_page": ("reports/demo.json", "seconds", None, ""),
+    "singing_corpus": ("data/singing/summary.json", "seconds", "n_clips", "clips"),
+    "singing_labels": ("data/singing_labels/summary.json", "seconds", "n_clips", "clips"),
+    "initial_voicefixer": ("models/voicefixer/initial/summary.json", "seconds", "n_train_pairs", "pairs"),
+    "finetuned_voicefixer": ("models/voicefixer/finetuned_{p}/summary.json", "seconds", "n_kept", "labels"),
+    "singing_evaluation": ("reports/singing/evaluation.json", "seconds.total", "n_test", "clips"),
+}
+
+
 def _record(root: Path, stage: str, item: dict) -> tuple[float | None, int | None, str, str]:
     """(seconds, items, unit, note) of one stage instance from the files it wrote."""
     p = item.get("item") or item.get("paradigm")
-    data, models, reports = root / "data", root / "models", root / "reports"
-    if stage == "corpus":
-        s = _json(data / "clean.json")
-        return _num(s, "seconds"), _num(s, "n_utterances"), "utterances", ""
-    if stage == "degrade":
-        s = _json(data / "degraded.json")
-        return _num(s, "seconds"), _num(s, "n_degraded"), "clips", ""
-    if stage == "confirm_corpus":
-        s = _json(data / "confirm" / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_utterances"), "utterances", ""
-    if stage == "score_inputs":
-        s = _json(data / "metrics" / "degraded_test.json")
-        return _num(s, "wall_seconds"), _num(s, "n_clips"), "clips", ""
-    if stage == "score_candidates":
-        s = _json(data / "metrics" / p / "summary.json")
-        return _num(s, "wall_seconds"), _num(s, "n_clips"), "candidates", ""
+    models, reports = root / "models", root / "reports"
+    if stage in RECORDS:
+        path, seconds_key, items_key, unit = RECORDS[stage]
+        s = _json(root / path.format(p=p))
+        return _num(s, seconds_key), (_num(s, items_key) if items_key else None), unit, ""
     if stage == "train_codec":
         s = _json(models / "codec" / "summary.json")  # train_seconds includes k-means
         return _num(s, "train_seconds"), None, "", "fit only (the ceiling's restoring and scoring are not timed)"
@@ -93,22 +105,10 @@ def _record(root: Path, stage: str, item: dict) -> tuple[float | None, int | Non
         train, score = _num(s, "train_seconds"), _num(s, "score_seconds")
         seconds = None if train is None else train + (score or 0.0)
         return seconds, _num(s, "steps"), "steps", "fit + scoring the test split (its restoring is not timed)"
-    if stage == "sample":
-        s = _json(data / "candidates" / p / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_clips"), "clips", ""
-    if stage == "pairs":
-        s = _json(data / "pairs" / f"{p}.json")
-        return _num(s, "seconds"), _num(s, "n_clips"), "clips", ""
-    if stage == "dpo":
-        s = _json(models / "aligned" / p / "multi" / "summary.json")
-        return _num(s, "seconds"), _num(s, "settings.steps"), "steps", ""
     if stage == "evaluate_base":
         s = _json(reports / "base" / f"{p}.json")
         clips = sum((s or {}).get("n_clips", {}).values()) if s else None
         return _num(s, "seconds"), clips, "clips", ""
-    if stage == "evaluate":
-        s = _json(reports / "evaluation" / f"{p}.json")
-        return _num(s, "seconds"), _num(s, "n_clips"), "clips", ""
     if stage == "ablation":
         strategy = item["strategy"]
         s = _json(reports / "ablation" / p / strategy / "summary.json")
@@ -117,27 +117,6 @@ def _record(root: Path, stage: str, item: dict) -> tuple[float | None, int | Non
         if seconds is None and _num(s, "train_seconds") is not None:
             return _num(s, "train_seconds"), steps, "steps", "training only (an older run: evaluation not timed)"
         return seconds, steps, "steps", ""
-    if stage == "ablation_summary":
-        return _num(_json(reports / "ablation_summary.json"), "seconds"), None, "", ""
-    if stage == "evaluation_table":
-        return _num(_json(reports / "table1.json"), "seconds"), None, "", ""
-    if stage == "demo_page":
-        return _num(_json(reports / "demo.json"), "seconds"), None, "", ""
-    if stage == "singing_corpus":
-        s = _json(data / "singing" / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_clips"), "clips", ""
-    if stage == "singing_labels":
-        s = _json(data / "singing_labels" / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_clips"), "clips", ""
-    if stage == "initial_voicefixer":
-        s = _json(models / "voicefixer" / "initial" / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_train_pairs"), "pairs", ""
-    if stage == "finetuned_voicefixer":
-        s = _json(models / "voicefixer" / f"finetuned_{p}" / "summary.json")
-        return _num(s, "seconds"), _num(s, "n_kept"), "labels", ""
-    if stage == "singing_evaluation":
-        s = _json(reports / "singing" / "evaluation.json")
-        return _num(s, "seconds.total"), _num(s, "n_test"), "clips", ""
     return None, None, "", "no timing known for this stage (add it to benchmarks/bench_demo.py)"
 
 
