@@ -57,6 +57,11 @@ class MelFrontEnd(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
         self.register_buffer("fb", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate), persistent=False)
+        # input_phase: the filterbank's pseudo-inverse, and for each bin the nearest bin a filter covers (DC has none)
+        self.register_buffer("fb_pinv", torch.linalg.pinv(self.fb), persistent=False)
+        covered = torch.nonzero(self.fb.sum(1) > LOG_FLOOR)[:, 0]
+        nearest = covered[torch.argmin((torch.arange(n_fft // 2 + 1)[:, None] - covered[None, :]).abs(), dim=1)]
+        self.register_buffer("covered_bin", nearest, persistent=False)
 
     def magnitude(self, wave: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(wave.float(), self.n_fft, self.hop, self.n_fft, self.window, center=True,
@@ -82,13 +87,11 @@ class MelFrontEnd(nn.Module):
         magnitude = spec.abs()
         fb = self.fb  # [F, M]
         weight = fb.sum(1)  # [F]: 0 for a bin no filter covers (DC): it takes the gain of the nearest covered bin
-        covered = torch.nonzero(weight > LOG_FLOOR)[:, 0]
-        nearest = covered[torch.argmin((torch.arange(len(weight))[:, None] - covered[None, :]).abs(), dim=1)]
         mel_in = torch.matmul(torch.clamp(magnitude**2, min=LOG_FLOOR).sqrt().transpose(1, 2), fb)  # [B, T, M]
         ratio = mel[:, 0] / mel_in.clamp(min=LOG_FLOOR)
         gain = torch.matmul(ratio, fb.T) / weight.clamp(min=LOG_FLOOR)  # [B, T, F]
-        gain = gain[..., nearest].transpose(1, 2)  # [B, F, T]
-        least_squares = torch.clamp(torch.matmul(mel[:, 0], torch.linalg.pinv(fb)), min=0).transpose(1, 2)
+        gain = gain[..., self.covered_bin].transpose(1, 2)  # [B, F, T]
+        least_squares = torch.clamp(torch.matmul(mel[:, 0], self.fb_pinv), min=0).transpose(1, 2)
         louder = gain > 1 + LOUDER_TOLERANCE
         scaled = torch.where(louder, torch.maximum(magnitude, least_squares), magnitude * gain.clamp(max=1))
         phase = spec / magnitude.clamp(min=LOG_FLOOR)
