@@ -343,19 +343,27 @@ def test_dagster_alignment_assets_are_partitioned_and_wired():
     assert {"pairs_chosen_dominates", "aligned_not_significantly_worse"} <= set(checks)
 
 
-@pytest.mark.slow
-def test_train_dpo_stage_logs_one_mlflow_run_with_diagnostics_and_audio(tmp_path, project_params):
-    from gensr.layout import base_checkpoint
-    from gensr.stages.dpo import aligned_dir, train_dpo
+def tiny_dpo_project(tmp_path, project_params, steps: int):
+    """Params of a tiny FM DPO run of `steps` steps under tmp_path, with its 'multi' pair table written
+    (the base checkpoint is the caller's)."""
     from gensr.stages.pairs import pairs_dir
-    from gensr.tracking import configure
 
     params = project_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
-                             f"paths.mlruns={tmp_path / 'mlruns'}", "dpo.fm.steps=3", "dpo.fm.batch_size=2",
+                             f"paths.mlruns={tmp_path / 'mlruns'}", f"dpo.fm.steps={steps}", "dpo.fm.batch_size=2",
                              "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=1"])
     pdir = pairs_dir(params, "fm", "multi")
     pdir.mkdir(parents=True)
     _write_pairs(pdir)
+    return params
+
+
+@pytest.mark.slow
+def test_train_dpo_stage_logs_one_mlflow_run_with_diagnostics_and_audio(tmp_path, project_params):
+    from gensr.layout import base_checkpoint
+    from gensr.stages.dpo import aligned_dir, train_dpo
+    from gensr.tracking import configure
+
+    params = tiny_dpo_project(tmp_path, project_params, steps=3)
     tiny_restorer("fm").save(base_checkpoint(params, "fm"))
     summary = train_dpo(params, "fm", "multi")
     assert (aligned_dir(params, "fm", "multi") / "restorer.pt").is_file()

@@ -24,19 +24,14 @@ def _checkpoint_artifact(client, run_id, tmp_path, name="restorer.pt") -> bytes:
 
 @pytest.mark.slow
 def test_dpo_run_names_its_base_run_and_both_log_their_checkpoints(tmp_path, project_params):
-    from test_align import _write_pairs, tiny_restorer
+    from test_align import tiny_dpo_project, tiny_restorer
 
     from gensr.layout import base_checkpoint
     from gensr.stages.dpo import aligned_dir, train_dpo
     from gensr.stages.pairs import pairs_dir
     from gensr.stages.restorers import _run_and_record
 
-    params = project_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
-                             f"paths.mlruns={tmp_path / 'mlruns'}", "dpo.fm.steps=2", "dpo.fm.batch_size=2",
-                             "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=1"])
-    pdir = pairs_dir(params, "fm", "multi")
-    pdir.mkdir(parents=True)
-    _write_pairs(pdir)
+    params = tiny_dpo_project(tmp_path, project_params, steps=2)
     base_ckpt = base_checkpoint(params, "fm")
 
     def train(run, mlflow):  # the base stage's recording, with a tiny restorer in place of the SFT fit
@@ -44,7 +39,8 @@ def test_dpo_run_names_its_base_run_and_both_log_their_checkpoints(tmp_path, pro
         return {"paradigm": "fm", "checkpoint": str(base_ckpt), "checkpoint_sha256": file_sha256(base_ckpt)}
 
     base_summary = _run_and_record(params, base_ckpt.parent, "sft", "sft-fm", "fm", {"paradigm": "fm"},
-                                   pdir / "pairs.parquet", train, track=True, dagster_run_id=None)
+                                   pairs_dir(params, "fm", "multi") / "pairs.parquet", train, track=True,
+                                   dagster_run_id=None)
     summary = train_dpo(params, "fm", "multi")
 
     client = _client(tmp_path / "mlruns")
