@@ -318,7 +318,8 @@ def test_cli_commands_explain_themselves():
     runner = CliRunner()
     for command, phrase in (("singing-labels", "quality gate"), ("initial-voicefixer", "train split"),
                             ("finetune-voicefixer", "never a clean singing reference"),
-                            ("singing-evaluation", "paired-bootstrap")):
+                            ("singing-evaluation", "paired-bootstrap"),
+                            ("singing-annotators", "never the singing test split")):
         result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
         text = " ".join(result.output.replace("│", " ").split()).lower()
         assert result.exit_code == 0 and phrase in text, (command, result.output)
@@ -332,6 +333,58 @@ def test_missing_checkpoint_is_an_error_naming_the_fix(project, tmp_path):
     params = load_params(ROOT / "params.yaml", overrides + [f"paths.models={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="gensr dpo --paradigm mgm"):
         build_pseudo_labels(params, progress=False)
+
+
+# --- choosing the annotator on dev -------------------------------------------------------------------------
+DEV = ["singing_dev.n_clips=8", "singing_dev.annotators=[aligned:mgm, base:mgm]",
+       "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]
+
+
+def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_test_split(project):
+    from gensr.config import load_params
+    from gensr.stages.singing_dev import compare_annotators, dev_reports_dir
+
+    _, overrides, base = project
+    params = load_params(ROOT / "params.yaml", overrides + DEV)
+    result = compare_annotators(params, progress=False)
+    dev_root = base / "data" / "singing_dev" / "singing"
+    assert result["build"] == str(dev_root) and result["n_clips"] == 6  # 8 x singing_dev.reference_fraction 0.75
+    assert set(result["vs_raw"]) == {"aligned:mgm", "base:mgm", "codec_ceiling"}
+    assert result["ceiling_codec_of"] == "aligned:mgm"
+    for comparison in result["vs_raw"].values():
+        assert comparison["b"] == "raw" and comparison["n_clips"] == 6
+        assert set(comparison["metrics"]) == {"pesq_wb", "si_sdr", "mel_distance"}
+        for v in comparison["metrics"].values():
+            assert v["ci_low"] <= v["diff"] <= v["ci_high"] and v["significant"] in ("better", "worse", "ns")
+    # its own draws: no clean sung clip of the dev build is one of the corpus' (audio compared, not names)
+    corpus = {read_wav(p)[0].tobytes() for p in (base / "data" / "singing" / "clean" / "wav").glob("*.wav")}
+    dev = [read_wav(p)[0].tobytes() for p in (dev_root / "clean" / "wav").glob("*.wav")]
+    assert len(dev) == 8 and not corpus & set(dev)
+    # the three restorations differ from each other and from the input (the table compares real outputs)
+    some = sorted((base / "data" / "singing_dev" / "aligned_mgm" / "wav").glob("*.wav"))[0].name
+    waves = [read_wav(base / "data" / "singing_dev" / name / "wav" / some)[0]
+             for name in ("aligned_mgm", "base_mgm", "codec_ceiling")]
+    assert not np.array_equal(waves[0], waves[1]) and not np.array_equal(waves[0], waves[2])
+    table = (dev_reports_dir(params) / "annotators.md").read_text()
+    assert "| aligned:mgm |" in table and "| codec_ceiling |" in table
+    # a rerun keeps the build and writes the same comparisons
+    built = (dev_root / "summary.json").stat().st_mtime_ns
+    again = compare_annotators(params, progress=False)
+    assert (dev_root / "summary.json").stat().st_mtime_ns == built and again["vs_raw"] == result["vs_raw"]
+
+
+def test_a_missing_candidate_annotator_is_named_with_its_fix_before_any_build(project, tmp_path):
+    from gensr.config import load_params
+    from gensr.stages.singing_dev import compare_annotators
+
+    _, overrides, _ = project
+    params = load_params(ROOT / "params.yaml", overrides + DEV + ["singing_dev.annotators=[base:mgm, aligned:fm]",
+                                                                 f"paths.data={tmp_path / 'data'}"])
+    with pytest.raises(FileNotFoundError, match=r"aligned:fm .*gensr dpo --paradigm fm"):
+        compare_annotators(params, progress=False)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(Exception, match="singing_dev.seed"):
+        load_params(ROOT / "params.yaml", overrides + [f"singing_dev.seed={params.singing.seed}"])
 
 
 def test_dagster_evaluation_asset_shows_table_triptychs_and_mlflow(project, trained):

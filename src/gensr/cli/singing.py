@@ -137,3 +137,29 @@ def singing_evaluation_command(
         _fail(err)
     typer.echo(res["markdown"])
     typer.echo(f"\ninto {res['path']}; {res['seconds']['total']:.1f} s")
+
+
+@app.command("singing-annotators")
+def singing_annotators_command(
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Choose the singing annotator on dev: every candidate of singing_dev.annotators against the raw input.
+
+    Builds a dev singing set with the corpus code and singing_dev.seed (never the singing test split; cached in
+    data/singing_dev/singing until singing or singing_dev change), restores its referenced clips with each candidate
+    (aligned:<paradigm> or base:<paradigm>), adds the codec's ceiling when a token paradigm (ar, mgm) is among them,
+    and scores singing_dev.metrics against the clean sung references. Prints each system minus the raw input with
+    paired-bootstrap CIs; writes reports/singing_dev/annotators.{json,md} and per_clip.parquet.
+    """
+    from gensr.stages.singing_dev import compare_annotators
+
+    cfg = load(params, set_)
+    try:
+        res = compare_annotators(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    from gensr.stages.singing_dev import dev_reports_dir, markdown
+
+    typer.echo(markdown(res))
+    typer.echo(f"into {dev_reports_dir(cfg)}; {res['timings_s']['total']:.1f} s")

@@ -22,7 +22,7 @@ from gensr.config.degrade import DegradeParams
 from gensr.config.metrics import MetricsParams
 from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
-from gensr.config.pseudo import PseudoLabelParams, SingingEvalParams
+from gensr.config.pseudo import PseudoLabelParams, SingingDevParams, SingingEvalParams
 from gensr.config.report import ReportParams
 from gensr.config.scaleout import ScaleoutParams
 from gensr.config.singing import SingingParams
@@ -55,6 +55,7 @@ class Params(Block):
     voicefixer: VoicefixerParams | None = None  # optional, as singing
     pseudo_labels: PseudoLabelParams | None = None  # optional, as singing
     singing_eval: SingingEvalParams | None = None  # optional, as singing
+    singing_dev: SingingDevParams | None = None  # optional: only `gensr singing-annotators` reads it
     report: ReportParams | None = None  # optional, as singing (the demo page says which block is missing)
     scaleout: ScaleoutParams | None = None  # optional: without it every fit runs in one process, one shard partition
 
@@ -62,6 +63,12 @@ class Params(Block):
     def _own_seeds(self):
         if self.singing is not None and self.singing.seed == self.seed:
             raise ValueError(f"singing.seed must differ from seed ({self.seed}): the singing corpus needs draws of its own")
+        if self.singing is not None and self.singing_dev is not None:
+            taken = {"seed": self.seed, "singing.seed": self.singing.seed, "confirm.seed": self.confirm.seed}
+            same = [name for name, value in taken.items() if value == self.singing_dev.seed]
+            if same:
+                raise ValueError(f"singing_dev.seed ({self.singing_dev.seed}) must differ from {', '.join(same)}: "
+                                 "the dev build needs draws of its own")
         return self
 
 
