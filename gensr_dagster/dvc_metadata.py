@@ -14,10 +14,12 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 
 from gensr.config import Params
+from gensr.stages.score import candidates_manifest, candidates_table
 
 
 def _json(path: Path) -> dict | None:
@@ -370,7 +372,18 @@ def singing_evaluation(cfg: Params, partition=None) -> dict:
     return {**meta, **_url(_experiment_url(initial.get("mlflow_url")))}
 
 
+def _shard(folder: str, table: Callable[[Params, str], Path]) -> Callable:
+    """A shard partition that `dvc repro` built inside its paradigm's one stage run: where its rows are."""
+    def metadata(cfg: Params, key: dg.MultiPartitionKey) -> dict:
+        paradigm, shard = key.keys_by_dimension["paradigm"], key.keys_by_dimension["shard"]
+        return {"gensr/built_by": dg.MetadataValue.text(f"`dvc repro` ran every shard of {paradigm} in one {folder} run; "
+                                                        f"the rows of shard {shard} are in the table"),
+                "table": _path(table(cfg, paradigm))}
+    return metadata
+
+
 ASSET_METADATA = {
+    "candidate_shards": _shard("sample", candidates_manifest), "metric_shards": _shard("score_candidates", candidates_table),
     "clean_corpus": clean_corpus, "degraded_corpus": degraded_corpus, "confirm_set": confirm_set,
     "metric_tables": metric_tables, "codec_checkpoint": codec_checkpoint, "base_checkpoints": base_checkpoints,
     "candidate_samples": candidate_samples, "preference_pairs": preference_pairs,

@@ -20,6 +20,9 @@ runs it after `dvc repro` (not as a DVC stage: see the Makefile), so a rerun tha
 
 Stages map to assets by name (STAGE_ASSETS) and to partitions by their command's `--paradigm` / `--strategy`.
 A stage without them that feeds a partitioned asset (score_inputs, evaluation_table) joins every partition of it.
+The Dagster-only shard assets (candidate_shards, metric_shards: paradigm x shard) have no stage of their own:
+`sample@<p>` and `score_candidates@<p>` do every shard of paradigm p in one run, so each shard partition of p is
+reported as built by that stage (SHARD_STAGES), with the same data version.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ STAGE_ASSETS = {
     "initial_voicefixer": "initial_voicefixer", "finetuned_voicefixer": "finetuned_voicefixer",
     "singing_evaluation": "singing_evaluation",
 }
+
+
+# Dagster-only shard asset -> the dvc.yaml stage that does all of its shards of one paradigm in one run
+SHARD_STAGES = {"candidate_shards": "sample", "metric_shards": "score_candidates"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +146,14 @@ def plan(stages: list[LockStage], graph) -> tuple[list[Target], dict[str, str]]:
             skipped[stage.name] = f"'{partition}' is not a partition of {asset} (check params.yaml)"
         else:
             own[(asset, partition)].append(stage)
+    for shard_asset, stage_name in SHARD_STAGES.items():
+        if not graph.has(dg.AssetKey(shard_asset)):
+            continue
+        for key in graph.get(dg.AssetKey(shard_asset)).partitions_def.get_partition_keys():
+            built = [s for (_, paradigm), sts in own.items() if paradigm == key.keys_by_dimension["paradigm"]
+                     for s in sts if s.name == f"{stage_name}@{paradigm}"]
+            if built:
+                own[(shard_asset, key)] = built[:1]
     # upstream first: Dagster judges a downstream asset stale when its input was materialized after it
     order = {key.to_user_string(): i for i, key in enumerate(graph.toposorted_asset_keys)}
     targets = [Target(asset, partition, sts + shared.get(asset, [])) for (asset, partition), sts in own.items()]

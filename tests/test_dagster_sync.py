@@ -70,7 +70,13 @@ def test_the_projects_dvc_lock_maps_onto_partitions_of_the_definitions():
     assert by_label["metric_tables[ar]"] == ["score_candidates@ar", "score_inputs"]
     assert by_label["evaluation[ar]"] == ["evaluate@ar", "evaluation_table"]
     assert by_label["ablation[ar|single:wer]"] == ["ablation@ar-single:wer"]
-    assert len({t.data_version() for t in targets}) == len(targets)
+    # the Dagster-only shard partitions: every shard of ar was done by the one stage run of ar
+    shards = range(len(_graph().get(dg.AssetKey("metric_shards")).partitions_def.get_partition_keys()) // 3)
+    for k in shards:
+        assert by_label[f"candidate_shards[ar|{k}]"] == ["sample@ar"]
+        assert by_label[f"metric_shards[ar|{k}]"] == ["score_candidates@ar"]
+    whole = [t for t in targets if t.asset not in SHARD_ASSETS]
+    assert len({t.data_version() for t in whole}) == len(whole)
     order = [t.asset for t in targets]
     assert order.index("clean_corpus") < order.index("degraded_corpus") < order.index("metric_tables")
 
@@ -99,7 +105,9 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
         "mlflow_run_id": None, "evaluation": {"test": {"n_clips": 5, "target_met": False, "verdict": verdict,
                                                        "significantly_worse": []}}})
     (root / "models/ablation/ar/single:wer").mkdir(parents=True)
+    (root / "data/candidates/ar").mkdir(parents=True)
     _lock(root, {
+        "sample@ar": ("gensr sample --paradigm ar", {"data/candidates/ar": "e" * 32 + ".dir"}),
         "evaluate_base@ar": ("gensr evaluate-base --paradigm ar", {"reports/base/ar": "a" * 32 + ".dir"}),
         "ablation@ar-single:wer": ("gensr ablation --paradigm ar --strategy single:wer",
                                    {"models/ablation/ar/single:wer": "b" * 32 + ".dir",
@@ -109,7 +117,15 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
     })
     with _instance(tmp_path) as instance:
         r = sync(root, instance, verify=False)  # no DVC repo here: a hand-written lock
-        assert r.reported == ["base_evaluation[ar]", "ablation[ar|single:wer]"]
+        n_shards = len(_graph().get(dg.AssetKey("candidate_shards")).partitions_def.get_partition_keys()) // 3
+        shards = [f"candidate_shards[ar|{k}]" for k in range(n_shards)]
+        assert sorted(r.reported) == sorted(shards + ["candidate_samples[ar]", "base_evaluation[ar]",
+                                                      "ablation[ar|single:wer]"])
+        assert r.reported.index(shards[-1]) < r.reported.index("candidate_samples[ar]")  # upstream first
+        # a shard partition's work was done inside sample@ar's one run: reported so, with where its rows are
+        (shard,) = _materializations(instance, "candidate_shards", "ar|0")
+        assert shard.metadata["dvc/stage"].value == "sample@ar" and "one sample run" in shard.metadata["gensr/built_by"].value
+        assert shard.metadata["table"].value.endswith("data/candidates/ar/manifest.parquet")
         assert "not a partition of ablation" in r.skipped["ablation@ar-single:nope"]
         assert "models/base/fm is in dvc.lock but not on disk" in r.skipped["base_checkpoints[fm]"]
         assert instance.get_materialized_partitions(dg.AssetKey("ablation")) == {"ar|single:wer"}
@@ -125,7 +141,8 @@ def test_partitioned_stages_report_their_partition_once(tmp_path):
         assert r.checks == {"ablation[ar|single:wer]:single_metric_does_not_hack": True}
         again = sync(root, instance, verify=False)
         assert again.reported == [] and again.checks == {}
-        assert sorted(again.unchanged) == ["ablation[ar|single:wer]", "base_evaluation[ar]"]
+        assert sorted(again.unchanged) == sorted(["ablation[ar|single:wer]", "base_evaluation[ar]",
+                                                  "candidate_samples[ar]", *shards])
 
 
 def _base_summary(root: Path, paradigm: str, beats: bool) -> None:
