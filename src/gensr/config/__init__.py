@@ -22,10 +22,11 @@ from gensr.config.degrade import DegradeParams
 from gensr.config.metrics import MetricsParams
 from gensr.config.models import RestorersParams, SampleParams, SpectralCodecParams
 from gensr.config.project import AudioParams, PathsParams
-from gensr.config.pseudo import PseudoLabelParams, SingingDevParams, SingingEvalParams
+from gensr.config.pseudo import PseudoLabelParams, SingingEvalParams
 from gensr.config.report import ReportParams
 from gensr.config.scaleout import ScaleoutParams
 from gensr.config.singing import SingingParams
+from gensr.config.singing_dev import SingingDevParams
 from gensr.config.voicefixer import VoicefixerParams
 
 DEFAULT_PARAMS = Path("params.yaml")
