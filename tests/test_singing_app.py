@@ -340,7 +340,7 @@ DEV = ["singing_dev.n_clips=8", "singing_dev.annotators=[aligned:mgm, base:mgm]"
        "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]
 
 
-def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_test_split(project):
+def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_test_split(project, trained):
     from gensr.config import load_params
     from gensr.stages.singing_dev import compare_annotators, dev_reports_dir
 
@@ -349,7 +349,8 @@ def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_te
     result = compare_annotators(params, progress=False)
     dev_root = base / "data" / "singing_dev" / "singing"
     assert result["build"] == str(dev_root) and result["n_clips"] == 6  # 8 x singing_dev.reference_fraction 0.75
-    assert set(result["vs_raw"]) == {"aligned:mgm", "base:mgm", "codec_ceiling"}
+    # the candidates, the codec's ceiling, and the student the labels are to teach (singing_dev.student)
+    assert set(result["vs_raw"]) == {"aligned:mgm", "base:mgm", "codec_ceiling", "initial_voicefixer"}
     assert result["ceiling_codec_of"] == "aligned:mgm"
     for comparison in result["vs_raw"].values():
         assert comparison["b"] == "raw" and comparison["n_clips"] == 6
@@ -363,10 +364,10 @@ def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_te
     # the three restorations differ from each other and from the input (the table compares real outputs)
     some = sorted((base / "data" / "singing_dev" / "aligned_mgm" / "wav").glob("*.wav"))[0].name
     waves = [read_wav(base / "data" / "singing_dev" / name / "wav" / some)[0]
-             for name in ("aligned_mgm", "base_mgm", "codec_ceiling")]
-    assert not np.array_equal(waves[0], waves[1]) and not np.array_equal(waves[0], waves[2])
+             for name in ("aligned_mgm", "base_mgm", "codec_ceiling", "initial_voicefixer")]
+    assert all(not np.array_equal(waves[0], w) for w in waves[1:])
     table = (dev_reports_dir(params) / "annotators.md").read_text()
-    assert "| aligned:mgm |" in table and "| codec_ceiling |" in table
+    assert "| aligned:mgm |" in table and "| codec_ceiling |" in table and "| initial_voicefixer |" in table
     # a rerun keeps the build and writes the same comparisons
     built = (dev_root / "summary.json").stat().st_mtime_ns
     again = compare_annotators(params, progress=False)

@@ -22,6 +22,8 @@ class SingingDevParams(Block):
                                       "not read).")
     annotators: list[str] = Field(min_length=1, description="Candidates as <source>:<paradigm>, source aligned "
                                   "(models/aligned/<paradigm>/<pseudo_labels.strategy>) or base (models/base/<paradigm>).")
+    student: bool = Field(description="Also score the initial Voicefixer (models/voicefixer/initial), the model the "
+                          "labels are to teach: an annotator that does not beat it cannot improve it.")
     metrics: list[str] = Field(min_length=1, description="Metrics scored against the clean sung references (WER/CER "
                                "are left out by default: the content backend cannot transcribe singing, see "
                                "singing_eval.max_reference_wer).")

@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from gensr.config import Params, with_overrides
-from gensr.storage import file_sha256, write_json, write_parquet
+from gensr.storage import file_sha256, require_path, write_json, write_parquet
 
-RAW, CEILING = "raw", "codec_ceiling"
+RAW, CEILING, STUDENT = "raw", "codec_ceiling", "initial_voicefixer"
 
 
 def dev_data_dir(params: Params) -> Path:
@@ -91,10 +91,11 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     from gensr.pseudo.report import compare_systems
     from gensr.pseudo.restore import restore_clips
     from gensr.sampling.restore import clip_seed, load_for_sampling
+    from gensr.stages.singing import VOICEFIXER_FILE, restore_voicefixer, voicefixer_dir
     from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
 
     dev = params.singing_dev
-    for block in ("singing", "pseudo_labels", "singing_dev"):
+    for block in ("singing", "pseudo_labels", "singing_dev") + (("voicefixer",) if dev and dev.student else ()):
         if getattr(params, block) is None:
             raise ValueError(f"params has no `{block}:` block; add one (see params.yaml)")
     missing = [(spec, annotator_path(params, spec)) for spec in dev.annotators]
@@ -103,6 +104,10 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
         spec, path = missing[0]
         raise FileNotFoundError(f"{path}: checkpoint of annotator {spec} (singing_dev.annotators) not found; "
                                 f"{_fix(params, spec)}")
+    student = voicefixer_dir(params, "initial") / VOICEFIXER_FILE
+    if dev.student:
+        require_path(student, "initial Voicefixer (singing_dev.student)",
+                     "run `gensr initial-voicefixer`, or set singing_dev.student=false")
     start, timings = time.perf_counter(), {}
     torch.set_num_threads(int(params.restorers.threads))
     build = dev_build_params(params)
@@ -135,6 +140,14 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
             paths[CEILING] = _write_ceiling(restorer.codec, rows, root, refs, out / CEILING, sr)
             ceiling_of = spec
         del restorer
+    if dev.student:
+        from gensr.audio.io import read_wav, write_wav
+        from gensr.voicefixer import load_voicefixer
+
+        waves = restore_voicefixer(load_voicefixer(student), [read_wav(p)[0] for p in paths[RAW].values()], sr,
+                                   params.voicefixer.restore_batch)
+        paths[STUDENT] = {d: write_wav(out / STUDENT / "wav" / f"{d}.wav", w, sr) for d, w in zip(paths[RAW], waves)}
+        checkpoints[STUDENT] = {"path": str(student), "sha256": file_sha256(student)}
     timings["restore"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -192,6 +205,7 @@ def markdown(result: dict) -> str:
              f"{result['n_clips']} dev clips (seed {result['seed']}, never the singing test split), each system minus "
              f"the raw input, mean and {conf}% paired-bootstrap CI ({result['n_bootstrap']} resamples); `*` "
              "significantly better, `!` significantly worse." + (
+                 " `initial_voicefixer`: the student the labels are to teach." if STUDENT in result["vs_raw"] else "") + (
                  f" `codec_ceiling`: the clean reference through the codec of {result['ceiling_codec_of']} on the "
                  "degraded phase: what a token restorer (ar, mgm) renders when it predicts the clean codes exactly."
                  if result["ceiling_codec_of"] else ""), "",
