@@ -163,7 +163,8 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     infos = metric_info(list(dev.metrics))
     per_system = {s: wide[wide["system"] == s].set_index("deg_id")[list(dev.metrics)] for s in paths}
     boot = {"n_bootstrap": params.evaluate.n_bootstrap, "confidence": params.evaluate.confidence, "seed": params.seed}
-    comparisons = {s: compare_systems(per_system, s, RAW, infos, **boot) for s in paths if s != RAW}
+    order = [*dev.annotators, CEILING, STUDENT]  # the candidates, then what bounds them from above and beside
+    comparisons = {s: compare_systems(per_system, s, RAW, infos, **boot) for s in order if s in paths}
     means = {s: {m: float(per_system[s][m].mean()) for m in dev.metrics} for s in paths}
     result = {"n_clips": len(rows), "seed": dev.seed, "build": str(root), "checkpoints": checkpoints,
               "metrics": list(dev.metrics), "ceiling_codec_of": ceiling_of, "means": means, "vs_raw": comparisons,
