@@ -372,11 +372,11 @@ def singing_evaluation(cfg: Params, partition=None) -> dict:
     return {**meta, **_url(_experiment_url(initial.get("mlflow_url")))}
 
 
-def _shard(folder: str, table: Callable[[Params, str], Path]) -> Callable:
+def _shard(stage: str, table: Callable[[Params, str], Path]) -> Callable:
     """A shard partition that `dvc repro` built inside its paradigm's one stage run: where its rows are."""
     def metadata(cfg: Params, key: dg.MultiPartitionKey) -> dict:
         paradigm, shard = key.keys_by_dimension["paradigm"], key.keys_by_dimension["shard"]
-        return {"gensr/built_by": dg.MetadataValue.text(f"`dvc repro` ran every shard of {paradigm} in one {folder} run; "
+        return {"gensr/built_by": dg.MetadataValue.text(f"`dvc repro` ran every shard of {paradigm} in one {stage} run; "
                                                         f"the rows of shard {shard} are in the table"),
                 "table": _path(table(cfg, paradigm))}
     return metadata

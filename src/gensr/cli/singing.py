@@ -148,9 +148,10 @@ def singing_annotators_command(
 
     Builds a dev singing set with the corpus code and singing_dev.seed (never the singing test split; cached in
     data/singing_dev/singing until singing or singing_dev change), restores its referenced clips with each candidate
-    (aligned:<paradigm> or base:<paradigm>), adds the codec's ceiling when a token paradigm (ar, mgm) is among them,
-    and scores singing_dev.metrics against the clean sung references. Prints each system minus the raw input with
-    paired-bootstrap CIs; writes reports/singing_dev/annotators.{json,md} and per_clip.parquet.
+    (aligned:<paradigm> or base:<paradigm>), adds the codec's ceiling when a token paradigm (ar, mgm) is among them
+    and, with singing_dev.student, the initial Voicefixer the labels are to teach, and scores singing_dev.metrics
+    against the clean sung references. Prints each system minus the raw input with paired-bootstrap CIs; writes
+    reports/singing_dev/annotators.{json,md} and per_clip.parquet.
     """
     from gensr.stages.singing_dev import compare_annotators
 

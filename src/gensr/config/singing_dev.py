@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from gensr.config.align import PARADIGMS
 from gensr.config.base import Block
 from gensr.config.pseudo import LABEL_SOURCES
 
@@ -33,9 +34,9 @@ class SingingDevParams(Block):
     def _annotators(cls, value: list[str]) -> list[str]:
         for spec in value:
             source, _, paradigm = spec.partition(":")
-            if source not in LABEL_SOURCES or paradigm not in ("ar", "mgm", "fm"):
+            if source not in LABEL_SOURCES or paradigm not in PARADIGMS:
                 raise ValueError(f"annotator {spec!r}: write <source>:<paradigm>, source one of {list(LABEL_SOURCES)}, "
-                                 "paradigm one of ['ar', 'mgm', 'fm']")
+                                 f"paradigm one of {list(PARADIGMS)}")
         if len(set(value)) != len(value):
             raise ValueError(f"annotators {value}: each candidate once")
         return value
