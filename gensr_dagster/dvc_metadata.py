@@ -229,10 +229,11 @@ def base_evaluation(cfg: Params, paradigm: str) -> dict:
     return {f"{split}/n_clips": v["n_clips"] for split, v in (s or {}).items()}
 
 
-def ablation(cfg: Params, key: dg.MultiPartitionKey) -> dict:
+def ablation(cfg: Params, key: str) -> dict:
     from gensr.stages.ablation import model_dir, report_dir
+    from gensr_dagster.partitions import split_ablation_key
 
-    paradigm, strategy = key.keys_by_dimension["paradigm"], key.keys_by_dimension["strategy"]
+    paradigm, strategy = split_ablation_key(key)
     s = _json(report_dir(cfg, paradigm, strategy, "summary.json"))
     if s is None:
         return {}

@@ -122,10 +122,13 @@ def stage_partition(partitions_def, cmd: str) -> str | None:
     if partitions_def is None:
         return None
     opts = _options(cmd)
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        dims = [d.name for d in partitions_def.partitions_defs]
-        return dg.MultiPartitionKey({d: opts[d] for d in dims}) if all(d in opts for d in dims) else None
-    return opts.get("paradigm")  # every single-dimension partitioning here is by paradigm
+    if "paradigm" not in opts:
+        return None
+    if "strategy" in opts and not partitions_def.has_partition_key(opts["paradigm"]):
+        from gensr_dagster.partitions import ablation_key
+
+        return ablation_key(opts["paradigm"], opts["strategy"])  # the ablation's matrix: "<paradigm>|<strategy>"
+    return opts["paradigm"]  # every other partitioning a stage builds is by paradigm (dpo's --strategy is not one)
 
 
 def plan(stages: list[LockStage], graph) -> tuple[list[Target], dict[str, str]]:
@@ -236,7 +239,7 @@ def _latest_check_record(instance, check_key, partition: str | None):
 
 def _check_context(resources: dict, partition: str | None):
     """The context a check gets in a run of `partition`: `context.partition_key` is the partition (a
-    MultiPartitionKey for paradigm x strategy, as in a run); build_asset_check_context takes no partition."""
+    MultiPartitionKey for paradigm x shard, as in a run); build_asset_check_context takes no partition."""
     if partition is None:
         return dg.build_asset_check_context(resources=resources)
     from dagster._core.execution.context.invocation import DirectAssetCheckExecutionContext

@@ -3,7 +3,7 @@ partition (`gensr dagster-materialize-all`, `make dagster-materialize-all`).
 
 Why a backfill and not a job: a Dagster asset job needs one partitions definition for all its assets (Dagster
 1.13's `define_asset_job` over this graph fails: "Selected assets must have the same partitions definitions"), and
-this graph mixes unpartitioned assets, paradigm partitions, paradigm x shard and paradigm x strategy. An asset
+this graph mixes unpartitioned assets, paradigm partitions, paradigm x shard and the ablation's matrix keys. An asset
 backfill has no such limit. It is what the UI's "Materialize all" launches when the selection has partitions.
 Dagster's backfill daemon (in `dagster dev`, or `dagster-daemon run`) executes it: it requests a run for an asset
 partition once the partitions it depends on are materialized (through the partition mappings), groups
@@ -12,8 +12,8 @@ depends on a failed partition. No scheduler of the project's own.
 
 The backfill is built as the webserver's `launchPartitionBackfill` mutation builds one (a `PartitionBackfill`
 of an asset graph subset) and added to the instance, where the daemon finds it. Its target is every partition of
-every asset, as the UI's "Materialize all" with all partitions, but for the ablation partitions outside
-`ablation.paradigms` (`dvc_matrix_only`): those the stage refuses.
+every asset, as the UI's "Materialize all" with all partitions (the ablation's are dvc.yaml's matrix,
+`ablation.paradigms` x `ablation.strategies`).
 """
 
 from __future__ import annotations
@@ -29,38 +29,18 @@ DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS}
 TERMINAL = DONE | {BulkActionStatus.COMPLETED_FAILED, BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
 
 
-def dvc_matrix_only(asset_graph) -> dict[dg.AssetKey, list[str]]:
-    """Partitions of the graph that dvc.yaml does not build, hence left out: the ablation's paradigm dimension has
-    every paradigm, while its stage (and dvc.yaml's matrix) accepts ablation.paradigms only, so a partition of
-    another paradigm could only fail, and with it ablation_summary and demo_page downstream."""
-    from gensr.config import load_params
-
-    key = dg.AssetKey("ablation")
-    if not asset_graph.has(key):
-        return {}
-    paradigms = set(load_params().ablation.paradigms)
-    return {key: [k for k in asset_graph.get(key).partitions_def.get_partition_keys()
-                  if k.keys_by_dimension["paradigm"] not in paradigms]}
-
-
 def all_assets_backfill(asset_graph, instance: dg.DagsterInstance, *, tags: dict[str, str] | None = None
                         ) -> PartitionBackfill:
-    """A backfill of every materializable asset of `asset_graph`, every partition of each but those
-    `dvc_matrix_only` leaves out."""
+    """A backfill of every materializable asset of `asset_graph`, every partition of each."""
     from dagster._core.definitions.assets.graph.asset_graph_subset import (
         AssetGraphSubset,
     )
 
     target = AssetGraphSubset.from_asset_keys(asset_graph.materializable_asset_keys, asset_graph)
-    subsets = dict(target.partitions_subsets_by_asset_key)
-    for key, excluded in dvc_matrix_only(asset_graph).items():
-        pdef = asset_graph.get(key).partitions_def
-        subsets[key] = pdef.subset_with_partition_keys([k for k in pdef.get_partition_keys() if k not in excluded])
     return PartitionBackfill.from_asset_graph_subset(
         backfill_id=make_new_backfill_id(), backfill_timestamp=get_current_timestamp(), tags=dict(tags or {}),
         dynamic_partitions_store=instance,
-        asset_graph_subset=AssetGraphSubset(partitions_subsets_by_asset_key=subsets,
-                                            non_partitioned_asset_keys=target.non_partitioned_asset_keys),
+        asset_graph_subset=target,
         title=TITLE, run_config=None,
         description="Every asset and every partition that dvc.yaml builds, in dependency order: `dvc repro`.")
 

@@ -38,6 +38,16 @@ paradigm_shard_partitions = dg.MultiPartitionsDefinition({
 # (tests/test_lineage.py checks that it does).
 
 
+def ablation_key(paradigm: str, strategy: str) -> str:
+    """The ablation's partition key of one dvc.yaml matrix item (`ablation@<paradigm>-<strategy>`)."""
+    return f"{paradigm}|{strategy}"
+
+
+def split_ablation_key(key: str) -> tuple[str, str]:
+    paradigm, _, strategy = str(key).partition("|")
+    return paradigm, strategy
+
+
 def shard_of(context: dg.AssetExecutionContext, params) -> tuple[str, int, int]:
     """(paradigm, shard, shards) of the partition being materialized; the run's params must agree with the shard
     partitions the definitions were loaded with, or some shards would never be sampled."""

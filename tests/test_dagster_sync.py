@@ -192,11 +192,14 @@ def test_a_partitioned_assets_checks_judge_each_partition_dvc_built(tmp_path):
 
 
 def test_a_check_context_carries_the_partition_as_a_run_gives_it():
-    """A paradigm x strategy partition arrives as a MultiPartitionKey, whose dimensions the ablation check reads."""
-    key = dg.MultiPartitionKey({"paradigm": "ar", "strategy": "single:wer"})
-    context = dvc_sync._check_context({}, key)
-    assert context.has_partition_key and context.partition_key.keys_by_dimension == {"paradigm": "ar",
-                                                                                      "strategy": "single:wer"}
+    """An ablation partition arrives as its "<paradigm>|<strategy>" key, which the ablation check splits; a
+    paradigm x shard partition as a MultiPartitionKey."""
+    from gensr_dagster.partitions import split_ablation_key
+
+    context = dvc_sync._check_context({}, "ar|single:wer")
+    assert context.has_partition_key and split_ablation_key(context.partition_key) == ("ar", "single:wer")
+    key = dg.MultiPartitionKey({"paradigm": "ar", "shard": "1"})
+    assert dvc_sync._check_context({}, key).partition_key.keys_by_dimension == {"paradigm": "ar", "shard": "1"}
     assert not dvc_sync._check_context({}, None).has_partition_key
 
 

@@ -34,7 +34,7 @@ EXPECTED_ASSETS = {
 }
 PARTITIONED = {"base_checkpoints", "candidate_samples", "metric_tables", "preference_pairs",
                "aligned_checkpoints", "evaluation", "base_evaluation"}
-MULTI_PARTITIONED = {"ablation"}  # paradigm x strategy
+MATRIX_PARTITIONED = {"ablation"}  # dvc.yaml's matrix: "<paradigm>|<strategy>"
 SHARD_PARTITIONED = {"candidate_shards", "metric_shards"}  # paradigm x shard (scaleout.shards)
 
 
@@ -59,12 +59,12 @@ def test_paradigm_assets_are_partitioned_by_paradigm():
         part = graph.get(key).partitions_def
         if key.to_user_string() in PARTITIONED:
             assert part is not None and set(part.get_partition_keys()) == {"ar", "mgm", "fm"}, key
-        elif key.to_user_string() in MULTI_PARTITIONED:
-            dims = {d.name: set(d.partitions_def.get_partition_keys()) for d in part.partitions_defs}
-            assert dims["paradigm"] == {"ar", "mgm", "fm"}
+        elif key.to_user_string() in MATRIX_PARTITIONED:
             from gensr.config import load_params
 
-            assert dims["strategy"] == set(load_params(ROOT / "params.yaml").ablation.strategies)
+            ablation = load_params(ROOT / "params.yaml").ablation  # ablation.paradigms x ablation.strategies
+            assert set(part.get_partition_keys()) == {f"{p}|{s}" for p in ablation.paradigms
+                                                      for s in ablation.strategies}, key
         elif key.to_user_string() in SHARD_PARTITIONED:
             from gensr.config import load_params
 

@@ -1,4 +1,4 @@
-"""Assets `confirm_set`, `base_evaluation`, `ablation` (paradigm x strategy) and `ablation_summary`.
+"""Assets `confirm_set`, `base_evaluation`, `ablation` (partitions "<paradigm>|<strategy>") and `ablation_summary`.
 
 Thin shells over gensr.stages.confirm / evaluate / ablation; the strategies are read from params.yaml
 when the definitions load, so the partitions follow `ablation.strategies`.
@@ -15,21 +15,26 @@ from gensr.config.align import PARADIGMS
 from gensr.stages import ablation as ablation_stage
 from gensr.stages import evaluate as evaluate_stage
 from gensr.stages.confirm import build_confirm_set
-from gensr_dagster.partitions import paradigm_partitions, partitioned_check
+from gensr_dagster.partitions import ablation_key, paradigm_partitions, partitioned_check, split_ablation_key
 from gensr_dagster.resources import MlflowResource, ParamsResource
 
 
-def _strategies() -> list[str]:
+def _matrix() -> tuple[list[str], list[str]]:
     try:
-        return list(load_params().ablation.strategies)
+        block = load_params().ablation
+        return list(block.paradigms), list(block.strategies)
     except Exception:  # definitions must load even outside the project root; the stage validates again
-        return ["multi", "sft_clean"]
+        return list(PARADIGMS), ["multi", "sft_clean"]
 
 
-ablation_partitions = dg.MultiPartitionsDefinition({
-    "paradigm": dg.StaticPartitionsDefinition(list(PARADIGMS)),
-    "strategy": dg.StaticPartitionsDefinition(_strategies()),
-})
+# dvc.yaml's matrix, ablation.paradigms x ablation.strategies, as flat keys "<paradigm>|<strategy>": a
+# MultiPartitionsDefinition would need every paradigm in its paradigm dimension (Dagster maps it onto the
+# paradigm partitions of preference_pairs and base_evaluation only when both dimensions are equal), so the
+# paradigms the demo does not ablate would show as never materialized after `make demo`.
+_PARADIGMS, _STRATEGIES = _matrix()
+ablation_partitions = dg.StaticPartitionsDefinition([ablation_key(p, s) for p in _PARADIGMS for s in _STRATEGIES])
+# ablation[p|s] stands on partition p of its inputs, stated key by key
+_BY_PARADIGM = dg.StaticPartitionMapping({p: [ablation_key(p, s) for s in _STRATEGIES] for p in _PARADIGMS})
 
 
 @dg.asset(deps=["clean_corpus"], group_name="corpus",
@@ -56,13 +61,15 @@ def base_evaluation(context: dg.AssetExecutionContext, params: ParamsResource) -
     return dg.MaterializeResult(metadata={f"{s}/n_clips": v["n_clips"] for s, v in out.items()})
 
 
-@dg.asset(deps=["preference_pairs", base_evaluation], partitions_def=ablation_partitions, group_name="ablation",
+@dg.asset(deps=[dg.AssetDep("preference_pairs", partition_mapping=_BY_PARADIGM),
+                dg.AssetDep(base_evaluation, partition_mapping=_BY_PARADIGM)],
+          partitions_def=ablation_partitions, group_name="ablation",
           description="One ablation strategy trained with the shared budget and evaluated on ablation.splits "
           "(a child run under the ablation's MLflow parent).")
 def ablation(context: dg.AssetExecutionContext, params: ParamsResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg = params.load([f"paths.mlruns={mlflow.mlruns_dir}"])
-    key = context.partition_key.keys_by_dimension
-    s = ablation_stage.run_strategy(cfg, key["paradigm"], key["strategy"], dagster_run_id=context.run_id)
+    paradigm, strategy = split_ablation_key(context.partition_key)
+    s = ablation_stage.run_strategy(cfg, paradigm, strategy, dagster_run_id=context.run_id)
     meta = {"objective": s["objective"], "train_seconds": dg.MetadataValue.float(float(s["train_seconds"]))}
     for split, r in s["evaluation"].items():
         meta[f"{split}/improves"] = r["target_met"]
@@ -103,8 +110,7 @@ def _partitions_checked(context, cfg) -> list[tuple[str, str]]:
     """The partition that ran, or every paradigm x strategy of the ablation."""
     try:
         if context.has_partition_key:
-            k = context.partition_key.keys_by_dimension
-            return [(k["paradigm"], k["strategy"])]
+            return [split_ablation_key(context.partition_key)]
     except Exception:
         pass
     return [(p, s) for p in cfg.ablation.paradigms for s in cfg.ablation.strategies]
