@@ -1,7 +1,7 @@
 """Assets `confirm_set`, `base_evaluation`, `ablation` (partitions "<paradigm>|<strategy>") and `ablation_summary`.
 
-Thin shells over gensr.stages.confirm / evaluate / ablation; the strategies are read from params.yaml
-when the definitions load, so the partitions follow `ablation.strategies`.
+Thin shells over gensr.stages.confirm / evaluate / ablation; the paradigms and strategies are read from
+params.yaml when the definitions load, so the partitions follow `ablation.paradigms` x `ablation.strategies`.
 """
 
 import base64
