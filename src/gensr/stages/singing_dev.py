@@ -5,8 +5,9 @@ finetune split has no reference to tell a good annotator from a bad one. This bu
 the singing corpus code and a seed of its own (`singing_dev.seed`: other lyrics, melodies and degradations than
 data/singing), restores its referenced clips with each candidate of `singing_dev.annotators`, and scores them
 against the clean sung references beside the raw input. For the token paradigms (ar, mgm) it also scores the
-codec's ceiling: each clean reference through the codec, on the degraded input's phase, as the token
-restorers render. No token restorer can do better than what its codec renders.
+codec's ceiling: each clean reference through the codec, on the degraded input's phase, which is what a token
+restorer renders when it predicts the clean codes exactly. With `singing_dev.student` it adds the initial
+Voicefixer, the model the labels are to teach: labels can only improve it where the annotator beats it.
 
 Writes <paths.data>/singing_dev/ (the build, one folder per system: restorations and metric table) and
 <paths.reports>/singing_dev/annotators.{json,md}. It is not a DVC stage: a dev tool, whose table the comment
