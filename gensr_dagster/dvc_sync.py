@@ -149,14 +149,14 @@ def plan(stages: list[LockStage], graph) -> tuple[list[Target], dict[str, str]]:
             skipped[stage.name] = f"'{partition}' is not a partition of {asset} (check params.yaml)"
         else:
             own[(asset, partition)].append(stage)
+    by_name = {s.name: s for sts in own.values() for s in sts}
     for shard_asset, stage_name in SHARD_STAGES.items():
         if not graph.has(dg.AssetKey(shard_asset)):
             continue
         for key in graph.get(dg.AssetKey(shard_asset)).partitions_def.get_partition_keys():
-            built = [s for (_, paradigm), sts in own.items() if paradigm == key.keys_by_dimension["paradigm"]
-                     for s in sts if s.name == f"{stage_name}@{paradigm}"]
-            if built:
-                own[(shard_asset, key)] = built[:1]
+            stage = by_name.get(f"{stage_name}@{key.keys_by_dimension['paradigm']}")
+            if stage is not None:
+                own[(shard_asset, key)] = [stage]
     # upstream first: Dagster judges a downstream asset stale when its input was materialized after it
     order = {key.to_user_string(): i for i, key in enumerate(graph.toposorted_asset_keys)}
     targets = [Target(asset, partition, sts + shared.get(asset, [])) for (asset, partition), sts in own.items()]

@@ -59,16 +59,27 @@ def singing_reports_dir(params: Params) -> Path:
     return Path(params.paths.reports) / "singing"
 
 
-def annotator_checkpoint(params: Params, source: str) -> Path:
-    """The aligned restorer (source 'aligned') or its base (the control, 'base') of pseudo_labels.paradigm."""
+def annotator_checkpoint(params: Params, source: str, paradigm: str | None = None) -> Path:
+    """The aligned restorer (source 'aligned') or its base (the control, 'base') of `paradigm` (default
+    pseudo_labels.paradigm); the aligned one is pseudo_labels.strategy's."""
     from gensr.layout import base_checkpoint
     from gensr.stages.dpo import aligned_dir
 
     _check_source(source)
     cfg = _block(params, "pseudo_labels")
+    paradigm = paradigm or cfg.paradigm
     if source == "base":
-        return base_checkpoint(params, cfg.paradigm)
-    return aligned_dir(params, cfg.paradigm, cfg.strategy) / "restorer.pt"
+        return base_checkpoint(params, paradigm)
+    return aligned_dir(params, paradigm, cfg.strategy) / "restorer.pt"
+
+
+def annotator_fix(params: Params, source: str, paradigm: str | None = None) -> str:
+    """The command that builds `annotator_checkpoint(params, source, paradigm)`."""
+    cfg = _block(params, "pseudo_labels")
+    paradigm = paradigm or cfg.paradigm
+    if source == "aligned":
+        return f"run `gensr dpo --paradigm {paradigm} --strategy {cfg.strategy}`"
+    return f"run `gensr train-base --paradigm {paradigm}`"
 
 
 def system_labels(params: Params) -> dict[str, str]:
@@ -158,8 +169,7 @@ def build_pseudo_labels(params: Params, sources: tuple[str, ...] = LABEL_SOURCES
     restored, checkpoints = {}, {}
     for source in sources:
         ckpt = annotator_checkpoint(params, source)
-        fix = (f"run `gensr dpo --paradigm {cfg.paradigm} --strategy {cfg.strategy}`" if source == "aligned"
-               else f"run `gensr train-base --paradigm {cfg.paradigm}`")
+        fix = annotator_fix(params, source)
         require_path(ckpt, f"{source} annotator checkpoint (pseudo_labels.paradigm={cfg.paradigm})", fix)
         restorer = load_for_sampling(params, cfg.paradigm, ckpt)
         checkpoints[source] = {"path": str(ckpt), "sha256": file_sha256(ckpt)}
@@ -404,7 +414,7 @@ def evaluate_singing(params: Params, *, progress: bool = True) -> dict:
                                       f"run `gensr finetune-voicefixer --labels {name.split('_', 1)[1]}`")
                    for name in VOICEFIXER_SYSTEMS}
     annotator = require_path(annotator_checkpoint(params, "aligned"), "aligned annotator checkpoint",
-                             f"run `gensr dpo --paradigm {cfg.paradigm} --strategy {cfg.strategy}`")
+                             annotator_fix(params, "aligned"))
 
     # restore: every Voicefixer, then the annotator (seeded per clip)
     t0 = time.perf_counter()

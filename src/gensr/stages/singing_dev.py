@@ -46,21 +46,10 @@ def dev_build_params(params: Params) -> Params:
 
 def annotator_path(params: Params, spec: str) -> Path:
     """`aligned:<paradigm>` or `base:<paradigm>` -> its checkpoint (as `gensr singing-labels` would load it)."""
-    from gensr.layout import base_checkpoint
-    from gensr.stages.dpo import aligned_dir
+    from gensr.stages.singing import annotator_checkpoint
 
     source, paradigm = spec.split(":")
-    if source == "base":
-        return base_checkpoint(params, paradigm)
-    return aligned_dir(params, paradigm, params.pseudo_labels.strategy) / "restorer.pt"
-
-
-def _fix(params: Params, spec: str) -> str:
-    source, paradigm = spec.split(":")
-    if source == "base":
-        return f"run `gensr train-base --paradigm {paradigm}`, or drop {spec} from singing_dev.annotators"
-    return (f"run `gensr dpo --paradigm {paradigm} --strategy {params.pseudo_labels.strategy}`, or drop {spec} "
-            "from singing_dev.annotators")
+    return annotator_checkpoint(params, source, paradigm)
 
 
 def _write_ceiling(codec, rows: list[dict], root: Path, refs: dict, out: Path, sample_rate: int) -> dict[str, Path]:
@@ -92,19 +81,20 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     from gensr.pseudo.report import compare_systems
     from gensr.pseudo.restore import restore_clips
     from gensr.sampling.restore import clip_seed, load_for_sampling
-    from gensr.stages.singing import VOICEFIXER_FILE, restore_voicefixer, voicefixer_dir
+    from gensr.stages.singing import VOICEFIXER_FILE, _block, annotator_fix, restore_voicefixer, voicefixer_dir
     from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
 
+    for block in ("singing", "pseudo_labels", "singing_dev"):
+        _block(params, block)
     dev = params.singing_dev
-    for block in ("singing", "pseudo_labels", "singing_dev") + (("voicefixer",) if dev and dev.student else ()):
-        if getattr(params, block) is None:
-            raise ValueError(f"params has no `{block}:` block; add one (see params.yaml)")
+    if dev.student:
+        _block(params, "voicefixer")
     missing = [(spec, annotator_path(params, spec)) for spec in dev.annotators]
     missing = [(spec, path) for spec, path in missing if not path.is_file()]
     if missing:  # checked before the dev build: a missing model must not cost one
         spec, path = missing[0]
         raise FileNotFoundError(f"{path}: checkpoint of annotator {spec} (singing_dev.annotators) not found; "
-                                f"{_fix(params, spec)}")
+                                f"{annotator_fix(params, *spec.split(':'))}, or drop {spec} from singing_dev.annotators")
     student = voicefixer_dir(params, "initial") / VOICEFIXER_FILE
     if dev.student:
         require_path(student, "initial Voicefixer (singing_dev.student)",
