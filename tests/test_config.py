@@ -15,6 +15,14 @@ def test_real_params_file_validates():
     assert len(params.corpus.voices) >= 8
 
 
+def test_real_params_file_reads_the_same_in_dvc():
+    """DVC reads params.yaml with ruamel (YAML 1.2), stricter than PyYAML: `[a:b]` in a flow
+    list parsed here but broke every `dvc repro` / `make demo`. Both readers must agree."""
+    from dvc.utils.serialize import load_yaml
+
+    assert load_yaml(str(PARAMS)) == yaml.safe_load(PARAMS.read_text())
+
+
 def test_unknown_key_is_rejected_with_its_dotted_name(tmp_path):
     tree = yaml.safe_load(PARAMS.read_text())
     tree["degrade"]["noise"]["snr"] = [0, 1]
