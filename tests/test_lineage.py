@@ -125,3 +125,16 @@ def test_dvc_stages_cover_the_pipeline_and_call_the_cli():
         body = stage.get("do", stage)
         assert body["cmd"].startswith("gensr "), name
         assert body.get("outs") or body.get("metrics"), f"stage {name} declares no outputs"
+
+
+def test_stages_that_resume_from_shards_keep_them_across_dvc_repro():
+    """DVC deletes a stage's outputs before it runs it, unless they are `persist`: without it an interrupted
+    `make demo` lost every finished shard of score_candidates (the stages' own resume then had nothing to
+    resume from). The stages remove stale shards themselves."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    resumable = {"degrade": "data/degraded", "sample": "data/candidates/${item}",
+                 "score_candidates": "data/metrics/${item}"}
+    for name, path in resumable.items():
+        outs = stages[name].get("do", stages[name])["outs"]
+        flags = next(o[path] for o in outs if isinstance(o, dict) and path in o)
+        assert flags.get("persist") is True, f"{name}: {path} must be persist: true"
