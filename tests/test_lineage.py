@@ -136,5 +136,5 @@ def test_stages_that_resume_from_shards_keep_them_across_dvc_repro():
                  "score_candidates": "data/metrics/${item}"}
     for name, path in resumable.items():
         outs = stages[name].get("do", stages[name])["outs"]
-        flags = next(o[path] for o in outs if isinstance(o, dict) and path in o)
+        flags = next((o[path] for o in outs if isinstance(o, dict) and path in o), {})  # a bare path: no flags
         assert flags.get("persist") is True, f"{name}: {path} must be persist: true"
