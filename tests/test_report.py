@@ -337,3 +337,23 @@ def test_dagster_asset_builds_the_page_and_checks_its_links(tmp_path, project_pa
     assert meta["sections"].value["ablation"] == "missing"
     [check] = result.get_asset_check_evaluations()
     assert check.passed, check.metadata
+
+
+def test_dvc_lock_rewritten_by_the_run_does_not_mark_the_page_dirty(tmp_path):
+    """The page's "+ uncommitted changes" is about code and params: `dvc repro` rewrites dvc.lock in every fresh
+    clone (the page is built inside that run), so a changed dvc.lock alone is clean; any other tracked file is not."""
+    from gensr.stages.report import _git_dirty
+
+    assert _git_dirty(tmp_path) is None  # not a git work tree
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    subprocess.run([*git, "add", "dvc.lock", "params.yaml"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], cwd=tmp_path, check=True)
+    assert _git_dirty(tmp_path) is False
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (tmp_path / "data.wav").write_bytes(b"untracked output")
+    assert _git_dirty(tmp_path) is False
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    assert _git_dirty(tmp_path) is True

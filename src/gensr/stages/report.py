@@ -64,11 +64,15 @@ def demo_page(params: Params, params_file: str | Path = "params.yaml", out_dir: 
     return result
 
 
-def _git_dirty() -> bool | None:
-    """Tracked files changed since the commit (untracked outputs do not count); None outside git."""
+def _git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Tracked files changed since the commit; None outside git.
+
+    Untracked outputs do not count, and neither does `dvc.lock`: every `dvc repro` rewrites it (it records the
+    run being made, and this stage runs inside one), so counting it would mark every fresh `make demo` dirty.
+    """
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
+                             capture_output=True, text=True, timeout=10, check=True, cwd=cwd)
         return bool(out.stdout.strip())
     except Exception:
         return None
