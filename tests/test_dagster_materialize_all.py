@@ -133,7 +133,7 @@ def test_the_projects_instance_runs_one_run_at_a_time(tmp_path, monkeypatch):
     on 2 cores runs side by side only contend, and metric_tables partitions share the degraded-input tables."""
     import shutil
 
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "gensr_dagster" / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"

@@ -29,7 +29,7 @@ def _instance(tmp_path: Path) -> dg.DagsterInstance:
     """A real (sqlite) instance in its own DAGSTER_HOME, as `make dagster` uses."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / "gensr_dagster" / "dagster.yaml").read_text())
     return dg.DagsterInstance.local_temp(str(home))
 
 
