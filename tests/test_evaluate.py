@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gensr.evaluate.compare import MetricInfo, compare
-from gensr.evaluate.table import diff_rows, table_markdown, table_rows
+from gensr.evaluate.table import diff_rows, summary_markdown, table_markdown, table_rows
 
 METRICS = [MetricInfo("pesq", "fidelity", True), MetricInfo("wer", "content", False),
            MetricInfo("dnsmos", "quality", True), MetricInfo("spk", "timbre", True)]
@@ -41,7 +41,26 @@ def test_worse_metric_fails_the_target_and_is_flagged():
     assert res["metrics"]["wer"]["significant"] == "worse"
     assert not res["target_met"] and res["significantly_worse"] == ["wer"]
     md = table_markdown({"pesq": 1.1}, {"mgm": res}, METRICS, "multi", 0.95)
-    assert "!" in md and "NO" in md
+    assert "!" in md and "**NO**" in md
+
+
+def test_summary_row_names_which_test_each_column_is():
+    """A metric worse by its own (uncorrected) CI need not fail the Holm-corrected target: the summary row must
+    put them in different columns, with the verdict's own lists, so "target met" beside a worse metric reads
+    as what it is."""
+    res = {"target_met": True, "significantly_worse": ["cer"], "improved_dimensions": ["fidelity", "quality", "timbre"],
+           "dimensions": ["content", "fidelity", "quality", "timbre"], "win_rate": 0.033, "loss_rate": 0.0,
+           "verdict": {"dimensions_better": ["fidelity", "quality"], "dimensions_worse": [], "metrics_worse": [],
+                       "rule": "RULE TEXT", "target_met": True}}
+    lines = summary_markdown({"fm": res}, 0.95)
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(head, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert row["target met"] == "**yes**"
+    assert row["dimensions better (Holm)"] == "fidelity, quality"
+    assert row["dimensions worse (Holm)"] == "-" and row["metrics worse (Holm)"] == "-"
+    assert row["metrics worse by their own 95% CI (uncorrected)"] == "cer"
+    assert row["dimension means above 0 (descriptive)"] == "3/4 (fidelity, quality, timbre)"
+    assert any("RULE TEXT" in line for line in lines)
 
 
 def test_bootstrap_is_seeded_and_order_independent():

@@ -128,7 +128,8 @@ def _dpo_run_url(cfg, paradigm: str, strategy: str) -> str | None:
 
 
 @partitioned_check(asset=evaluation, partitions_def=paradigm_partitions, blocking=False,
-                   description="Warns when the aligned model is significantly worse than base on any metric.")
+                   description="Warns when the aligned model is worse than base on any metric by that metric's own CI "
+                               "(uncorrected: stricter than the Holm-corrected target verdict).")
 def aligned_not_significantly_worse(context: dg.AssetCheckExecutionContext, params: ParamsResource) -> dg.AssetCheckResult:
     cfg = params.load()
     worse, found = {}, 0
@@ -143,6 +144,7 @@ def aligned_not_significantly_worse(context: dg.AssetCheckExecutionContext, para
         passed=found > 0 and not worse,
         severity=dg.AssetCheckSeverity.WARN,
         description=("no evaluation found" if not found else
-                     f"significantly worse: {worse}" if worse else "no metric significantly worse"),
+                     f"worse by their own CI (uncorrected; the Holm verdict is target_met in evaluation.json): {worse}"
+                     if worse else "no metric worse by its own CI"),
         metadata={"evaluations": found, "worse": dg.MetadataValue.json(worse)},
     )
