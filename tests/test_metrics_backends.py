@@ -184,3 +184,17 @@ def test_suite_stops_with_the_param_when_weights_are_missing(monkeypatch, tmp_pa
                                   "metrics.content.whisper_model=tiny", "metrics.workers=1"])
     with pytest.raises(MissingWeights, match="metrics.content.whisper_model"):
         score_manifest(params, [{"clip_id": "a", "path": str(wav), "text": "a"}], tmp_path / "out.parquet", progress=False)
+
+
+def test_loading_the_speaker_encoder_prints_no_pkg_resources_warning():
+    """resemblyzer imports webrtcvad, which imports setuptools' deprecated pkg_resources: every scoring process
+    of a `make demo` printed that warning (36 times). A fresh interpreter loads the encoder with warnings on."""
+    import subprocess
+    import sys
+
+    code = ("from gensr.metrics.speaker import ResemblyzerEmbedder\n"
+            "e = ResemblyzerEmbedder(); e.load(); print('loaded', e.version)")
+    out = subprocess.run([sys.executable, "-W", "default::UserWarning", "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert "loaded" in out.stdout
+    assert "pkg_resources" not in out.stderr, out.stderr

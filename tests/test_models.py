@@ -398,3 +398,22 @@ def test_codec_decoder_reads_the_degraded_side_input(clips):
     assert a.shape == clean.shape and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="degraded"):
         train_codec_model(params.codec, params.restorers.features, [Clip("c", None, clips[0].clean)], SR, seed=0)
+
+
+def test_a_fit_prints_neither_lightnings_tip_nor_its_internal_deprecation(trained, clips, capfd, caplog):
+    """Every Lightning fit of a `make demo` printed an advertising tip and torch's LeafSpec deprecation raised in
+    Lightning's own code (20 times each); gensr.train.distributed.quiet_lightning drops exactly those two."""
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero")  # pytest hides INFO otherwise
+    restorer = trained["fm"]
+    loop = tiny_params().restorers.fm.train.model_copy(update={"steps": 2})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(restorer, restorer.sft_loss, restorer.trainable_parameters(), clips, loop, SR, seed=0)
+    out = capfd.readouterr()
+    printed = out.out + out.err + caplog.text + "\n".join(str(w.message) for w in caught)
+    assert "max_steps=2" in caplog.text  # Lightning's other INFO lines still get through
+    assert "💡 Tip" not in printed and "litlogger" not in printed
+    assert "LeafSpec" not in printed

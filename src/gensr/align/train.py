@@ -137,10 +137,11 @@ def fit(policy, reference, train: PairTensors, heldout: PairTensors, settings: D
     is where the Lightning checkpoint is written (one process: the caller saves it with module.trainer_ref)."""
     import warnings
 
-    from gensr.train.distributed import rank_callbacks, trainer_kwargs
+    from gensr.train.distributed import quiet_lightning, rank_callbacks, trainer_kwargs
 
     # the policy is in eval mode on purpose (no dropout in DPO); Lightning warns about it
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    quiet_lightning()
     L.seed_everything(settings.seed, workers=True, verbose=False)
     module = DPOModule(policy, reference if settings.objective == "dpo" else None, paradigm=settings.paradigm,
                        beta=settings.beta, lr=settings.lr, weight_decay=settings.weight_decay,

@@ -30,8 +30,13 @@ class ResemblyzerEmbedder:
     name = "resemblyzer"
 
     def load(self) -> None:
+        import warnings
+
         import torch
-        from resemblyzer import VoiceEncoder
+
+        with warnings.catch_warnings():  # resemblyzer imports webrtcvad, which imports the deprecated pkg_resources
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from resemblyzer import VoiceEncoder
 
         self.torch = torch
         self.encoder = VoiceEncoder(device="cpu", verbose=False)

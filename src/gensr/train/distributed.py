@@ -12,12 +12,29 @@ the trainer's callback metrics come back to the calling process, which then writ
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 
 import lightning as L
 import torch
 from torch.utils.data import Sampler
 
 from gensr.config.scaleout import TrainerParams
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Silence two lines Lightning prints at every fit that are not about this project: its advertising tip
+    ("💡 Tip: ... litlogger") and a deprecation that torch raises inside Lightning's own code (`LeafSpec`, from
+    lightning/pytorch/utilities/_pytree.py). A `make demo` printed them 20 times each. Idempotent."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in log.filters):
+        log.addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def trainer_kwargs(trainer: TrainerParams | None) -> dict:

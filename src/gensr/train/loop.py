@@ -24,7 +24,7 @@ from torch import nn
 from gensr.config.models import TrainLoop
 from gensr.config.scaleout import TrainerParams
 from gensr.train.data import Clip, CropDataModule
-from gensr.train.distributed import rank_callbacks, trainer_kwargs
+from gensr.train.distributed import quiet_lightning, rank_callbacks, trainer_kwargs
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,6 +77,7 @@ def fit(model: nn.Module, loss_fn: LossFn, parameters: list[nn.Parameter], clips
     returns {final_loss, seconds, steps, losses}."""
     if not parameters:
         raise ValueError("nothing to train: the parameter list is empty")
+    quiet_lightning()
     L.seed_everything(seed, workers=True, verbose=False)
     module = ObjectiveModule(model, loss_fn, parameters, loop, metric_name)
     data = CropDataModule(clips, loop.steps, loop.batch_size, int(loop.crop_seconds * sample_rate), seed)
