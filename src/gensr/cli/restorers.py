@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +21,22 @@ def _check_paradigm(paradigm: str) -> str:
     return paradigm
 
 
-def _print(summary: dict) -> None:
-    typer.echo(json.dumps(summary, indent=2, default=str))
+def _comparison_lines(table: dict) -> list[str]:
+    """One line per metric of a `{metric: {degraded, restored, diff, ci_low, ci_high}}` comparison."""
+    lines = []
+    for name, v in sorted(table.items()):
+        lines.append(f"  {name:<15} {v['degraded']:8.3f} -> {v['restored']:8.3f}  {v['diff']:+.3f} "
+                     f"[{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]")
+    return lines
+
+
+def _print(headline: str, summary_json: Path, tables: dict[str, dict] | None = None) -> None:
+    """A stage's result in a few lines; the whole summary stays in its JSON file (named on the last line)."""
+    typer.echo(headline)
+    for title, table in (tables or {}).items():
+        typer.echo(f"{title} (degraded -> restored, diff [95% CI]):")
+        typer.echo("\n".join(_comparison_lines(table)))
+    typer.echo(f"summary: {summary_json}")
 
 
 @app.command("train-codec")
@@ -32,7 +45,11 @@ def train_codec_command(params: Path = ParamsOption, set_: Optional[list[str]] =
     """Train the spectral codec (residual VQ) on the clean train split and measure its ceiling."""
     from gensr.stages.restorers import train_codec
 
-    _print(train_codec(load(params, set_), track=not no_track))
+    s = train_codec(load(params, set_), track=not no_track)
+    _print(f"codec: {s['checkpoint']} ({s['n_params']:,} parameters), final loss {s['final_loss']:.4f}, "
+           f"{s['train_seconds']:.0f} s of training",
+           Path(s["checkpoint"]).parent / "summary.json",
+           {f"codec ceiling on test, {phase.replace('_', ' ')}": table for phase, table in s["ceiling"].items()})
 
 
 @app.command("train-base")
@@ -42,7 +59,12 @@ def train_base_command(paradigm: str = typer.Option(..., "--paradigm", help=PARA
     """SFT-train one restorer paradigm, then restore and score the test split."""
     from gensr.stages.restorers import train_base
 
-    _print(train_base(load(params, set_), _check_paradigm(paradigm), track=not no_track))
+    s = train_base(load(params, set_), _check_paradigm(paradigm), track=not no_track)
+    beats = ", ".join(f"{m} {'yes' if ok else 'NO'}" for m, ok in s["beats_degraded"].items())
+    _print(f"base {s['paradigm']}: {s['checkpoint']} ({s['n_trainable_params']:,} trainable parameters), "
+           f"{s['steps']} steps, final loss {s['final_loss']:.4f}, {s['train_seconds']:.0f} s of training; "
+           f"beats the degraded input: {beats}",
+           Path(s["checkpoint"]).parent / "summary.json", {"test split": s["test"]})
 
 
 @app.command("sample")
@@ -53,7 +75,10 @@ def sample_command(paradigm: str = typer.Option(..., "--paradigm", help=PARADIGM
     """Sample sample.n_candidates seeded candidates per clip of the pair subset (resumable by shard)."""
     from gensr.stages.sample import sample_candidates
 
-    _print(sample_candidates(load(params, set_), _check_paradigm(paradigm), checkpoint, out))
+    s = sample_candidates(load(params, set_), _check_paradigm(paradigm), checkpoint, out)
+    _print(f"sample {s['paradigm']}: {s['n_rows']} candidates ({s['n_clips']} clips x {s['n_candidates']}) -> "
+           f"{s['path']}, {s['seconds']:.0f} s ({s['shards_resumed']} of {s['shards']} shards resumed)",
+           Path(s["path"]).parent / "summary.json")
 
 
 @app.command("restore")
