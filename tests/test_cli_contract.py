@@ -49,7 +49,7 @@ ARGS = {
     "score-inputs": ["--degraded", "{tmp}/missing"],
     "singing-corpus": ["-S", "singing.user_dir={tmp}/missing"], "singing-labels": [],
     "initial-voicefixer": ["--no-track"], "finetune-voicefixer": ["--no-track"], "singing-evaluation": [],
-    "singing-annotators": [],
+    "singing-annotators": [], "singing-probe": [],
     "demo-page": ["--out", "{tmp}/demo"], "params": [],
 }
 NO_INPUT = {"params", "demo-page"}  # they read nothing but the params: a run on nothing is valid

@@ -319,7 +319,8 @@ def test_cli_commands_explain_themselves():
     for command, phrase in (("singing-labels", "quality gate"), ("initial-voicefixer", "train split"),
                             ("finetune-voicefixer", "never a clean singing reference"),
                             ("singing-evaluation", "paired-bootstrap"),
-                            ("singing-annotators", "never the singing test split")):
+                            ("singing-annotators", "never the singing test split"),
+                            ("singing-probe", "oracle")):
         result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
         text = " ".join(result.output.replace("│", " ").split()).lower()
         assert result.exit_code == 0 and phrase in text, (command, result.output)
@@ -386,6 +387,75 @@ def test_a_missing_candidate_annotator_is_named_with_its_fix_before_any_build(pr
     assert not (tmp_path / "data").exists()
     with pytest.raises(Exception, match="singing_dev.seed"):
         load_params(ROOT / "params.yaml", overrides + [f"singing_dev.seed={params.singing.seed}"])
+
+
+# --- what each label source can teach the student, on dev ------------------------------------------------------
+PROBE = ["singing_dev.probe.n_clips=8", "singing_dev.probe.test_fraction=0.25",
+         "singing_dev.probe.sources=[oracle, aligned:mgm]", "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]
+
+
+def test_the_probe_finetunes_the_student_on_each_label_source_and_scores_it_on_a_build_of_its_own(project, trained):
+    import pyarrow.parquet as pq
+
+    from gensr.config import load_params
+    from gensr.stages.singing_probe import probe_dir, run_probe
+    from gensr.voicefixer import load_voicefixer
+
+    _, overrides, base = project
+    params = load_params(ROOT / "params.yaml", overrides + PROBE)
+    result = run_probe(params, progress=False)
+    root = probe_dir(params) / "singing"
+    assert result["build"] == str(root) and (result["n_train_clips"], result["n_test_clips"]) == (6, 2)
+    assert set(result["vs_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm", "raw"}
+    for comparison in result["vs_student"].values():
+        assert comparison["b"] == "initial_voicefixer" and comparison["n_clips"] == 2
+        for v in comparison["metrics"].values():
+            assert v["ci_low"] <= v["diff"] <= v["ci_high"] and v["significant"] in ("better", "worse", "ns")
+    assert set(result["improves_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm"}
+    # the oracle's labels are the clean sung references of the probe's finetune clips, and only of those
+    finetune = {r["deg_id"]: r for r in pq.read_table(root / "finetune.parquet").to_pylist()}
+    test_ids = {r["deg_id"] for r in pq.read_table(root / "test.parquet").to_pylist()}
+    oracle = pq.read_table(probe_dir(params) / "labels" / "oracle" / "labels.parquet").to_pylist()
+    assert {r["deg_id"] for r in oracle} == set(finetune) and not set(finetune) & test_ids
+    for r in oracle:
+        clean = read_wav(root / "clean" / "wav" / f"{finetune[r['deg_id']]['utt_id']}.wav")[0]
+        assert np.array_equal(read_wav(probe_dir(params) / "labels" / "oracle" / r["path"])[0], clean)
+    assert result["labels"]["oracle"]["n_kept"] == 6 and result["labels"]["aligned:mgm"]["n_labels"] == 6
+    # every label source trained its own copy of the student: the weights differ from it and from each other
+    student = load_voicefixer(base / "models" / "voicefixer" / "initial" / "voicefixer.pt").state_dict()
+    copies = [load_voicefixer(probe_dir(params) / "models" / name / "voicefixer.pt").state_dict()
+              for name in ("oracle", "aligned_mgm")]
+    for a, b in ((student, copies[0]), (student, copies[1]), (copies[0], copies[1])):
+        assert any(not torch.equal(a[k], b[k]) for k in a)
+    # its own draws: no clean clip of the probe's build is one of the corpus' or the annotator comparison's
+    others = {read_wav(p)[0].tobytes() for folder in (base / "data" / "singing", base / "data" / "singing_dev" / "singing")
+              for p in (folder / "clean" / "wav").glob("*.wav")}
+    mine = [read_wav(p)[0].tobytes() for p in (root / "clean" / "wav").glob("*.wav")]
+    assert len(mine) == 8 and not others & set(mine)
+    table = (base / "reports" / "singing_dev" / "probe.md").read_text()
+    assert "| 6/6 | finetuned_oracle |" in table and "| raw input |" in table
+    # a rerun keeps the build and gives the same numbers
+    built = (root / "summary.json").stat().st_mtime_ns
+    again = run_probe(params, progress=False)
+    assert (root / "summary.json").stat().st_mtime_ns == built and again["vs_student"] == result["vs_student"]
+
+
+def test_the_probe_names_a_missing_label_source_before_any_build_and_needs_a_seed_of_its_own(project, tmp_path):
+    from gensr.config import load_params
+    from gensr.stages.singing_probe import run_probe
+
+    _, overrides, _ = project
+    params = load_params(ROOT / "params.yaml", overrides + PROBE + ["singing_dev.probe.sources=[oracle, aligned:fm]",
+                                                                   f"paths.data={tmp_path / 'data'}"])
+    with pytest.raises(FileNotFoundError, match=r"aligned:fm .*gensr dpo --paradigm fm"):
+        run_probe(params, progress=False)
+    assert not (tmp_path / "data").exists()
+    for seed in ("singing.seed", "singing_dev.seed"):
+        value = params.singing.seed if seed == "singing.seed" else params.singing_dev.seed
+        with pytest.raises(Exception, match="singing_dev.probe.seed"):
+            load_params(ROOT / "params.yaml", overrides + [f"singing_dev.probe.seed={value}"])
+    with pytest.raises(Exception, match="oracle.*each source once|each source once"):
+        load_params(ROOT / "params.yaml", overrides + ["singing_dev.probe.sources=[oracle, oracle]"])
 
 
 def test_dagster_evaluation_asset_shows_table_triptychs_and_mlflow(project, trained):

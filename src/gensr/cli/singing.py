@@ -164,3 +164,29 @@ def singing_annotators_command(
 
     typer.echo(markdown(res))
     typer.echo(f"into {dev_reports_dir(cfg)}; {res['timings_s']['total']:.1f} s")
+
+
+@app.command("singing-probe")
+def singing_probe_command(
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """What each label source can teach the initial Voicefixer, on a dev build (never the singing test split).
+
+    Builds a singing set of its own (singing_dev.probe.seed, cached in data/singing_dev/probe/singing), labels its
+    finetune split with every source of singing_dev.probe.sources (`oracle`: the clean sung reference, the best label
+    any annotator could give; or <aligned|base>:<paradigm>, gated by pseudo_labels.gate), fine-tunes a copy of the
+    initial Voicefixer on each label set with voicefixer.finetune, and scores every copy on the build's test split
+    against its references. Prints each copy minus the initial Voicefixer with paired-bootstrap CIs; writes
+    reports/singing_dev/probe.{json,md}. If the oracle labels do not improve the student, the fine-tuning budget is
+    what fails, not the annotator.
+    """
+    from gensr.stages.singing_probe import markdown, run_probe
+
+    cfg = load(params, set_)
+    try:
+        res = run_probe(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(err)
+    typer.echo(markdown(res))
+    typer.echo(f"into {Path(cfg.paths.reports) / 'singing_dev'}; {res['timings_s']['total']:.1f} s")

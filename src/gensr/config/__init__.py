@@ -70,6 +70,12 @@ class Params(Block):
             if same:
                 raise ValueError(f"singing_dev.seed ({self.singing_dev.seed}) must differ from {', '.join(same)}: "
                                  "the dev build needs draws of its own")
+            if self.singing_dev.probe is not None:
+                taken["singing_dev.seed"] = self.singing_dev.seed
+                same = [name for name, value in taken.items() if value == self.singing_dev.probe.seed]
+                if same:
+                    raise ValueError(f"singing_dev.probe.seed ({self.singing_dev.probe.seed}) must differ from "
+                                     f"{', '.join(same)}: the probe's build needs draws of its own")
         return self
 
 

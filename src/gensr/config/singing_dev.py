@@ -11,6 +11,38 @@ from gensr.config.align import PARADIGMS
 from gensr.config.base import Block
 from gensr.config.pseudo import LABEL_SOURCES
 
+ORACLE = "oracle"
+
+
+def _check_annotator(spec: str) -> None:
+    source, _, paradigm = spec.partition(":")
+    if source not in LABEL_SOURCES or paradigm not in PARADIGMS:
+        raise ValueError(f"annotator {spec!r}: write <source>:<paradigm>, source one of {list(LABEL_SOURCES)}, "
+                         f"paradigm one of {list(PARADIGMS)}")
+
+
+class SingingProbeParams(Block):
+    """`gensr singing-probe`: what a label set can teach the initial Voicefixer, measured on a dev build."""
+
+    seed: int = Field(description="Seed of the probe's build; must differ from seed, singing.seed, confirm.seed and "
+                      "singing_dev.seed.")
+    n_clips: int = Field(ge=4, description="Sung clips of the probe's build: a finetune split (labelled by each "
+                         "source, then trained on) and a test split (references kept, scored).")
+    test_fraction: float = Field(gt=0, lt=1, description="Share of the probe's clips in its test split.")
+    sources: list[str] = Field(min_length=1, description="Label sources: `oracle` (the clean sung reference as the "
+                               "label: the best any annotator could give) or <aligned|base>:<paradigm> (that "
+                               "checkpoint's restorations, through pseudo_labels.gate as in `gensr singing-labels`).")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if spec != ORACLE:
+                _check_annotator(spec)
+        if len(set(value)) != len(value):
+            raise ValueError(f"sources {value}: each source once")
+        return value
+
 
 class SingingDevParams(Block):
     """`gensr singing-annotators`: choose the singing annotator on a dev build, never on the singing test split."""
@@ -28,15 +60,14 @@ class SingingDevParams(Block):
     metrics: list[str] = Field(min_length=1, description="Metrics scored against the clean sung references (WER/CER "
                                "are left out by default: the content backend cannot transcribe singing, see "
                                "singing_eval.max_reference_wer).")
+    probe: SingingProbeParams | None = Field(None, description="`gensr singing-probe` (fine-tuning the student on each "
+                                             "label source, on a build of its own).")
 
     @field_validator("annotators")
     @classmethod
     def _annotators(cls, value: list[str]) -> list[str]:
         for spec in value:
-            source, _, paradigm = spec.partition(":")
-            if source not in LABEL_SOURCES or paradigm not in PARADIGMS:
-                raise ValueError(f"annotator {spec!r}: write <source>:<paradigm>, source one of {list(LABEL_SOURCES)}, "
-                                 f"paradigm one of {list(PARADIGMS)}")
+            _check_annotator(spec)
         if len(set(value)) != len(value):
             raise ValueError(f"annotators {value}: each candidate once")
         return value
