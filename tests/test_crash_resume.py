@@ -147,7 +147,9 @@ def test_sample_killed_mid_run_resumes_to_identical_bytes(tmp_path, fm_checkpoin
     log = tmp_path / "killed.log"
     seen = kill_once(cli(sample_args(overrides), log), log, out / "shards", out / "manifest.parquet", n_shards=2)
     plant_killed_writes(out, out / "shards", out / "wav")
-    summary = json.loads(finish(cli(sample_args(overrides))))
+    printed = finish(cli(sample_args(overrides)))
+    assert printed.strip().splitlines()[-1] == f"summary: {out / 'summary.json'}"
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["shards"] == N_CLIPS and summary["shards_resumed"] >= seen
     assert tree_bytes(crashed / "data/candidates/fm") == tree_bytes(whole / "data/candidates/fm")
 
