@@ -157,9 +157,26 @@ def test_bad_candidates_give_nan_rows_with_reasons(corpus, tmp_path):
     assert "transcript" in reasons[("no_reference", "wer")]
 
 
+@pytest.mark.parametrize("n, size, workers, expected", [
+    (150, 64, 2, [38, 38, 37, 37]),  # was 64, 64, 22: one worker scored 86 rows while the other idled after 64
+    (60, 64, 2, [30, 30]),           # a small job still uses every worker
+    (40, 16, 1, [14, 13, 13]),
+    (5, 1, 2, [1, 1, 1, 1, 1]),
+    (3, 64, 4, [1, 1, 1]),
+    (0, 64, 2, []),
+])
+def test_shards_are_even_a_multiple_of_the_workers_and_never_above_shard_size(n, size, workers, expected):
+    from gensr.metrics.suite import balanced_shards
+
+    rows = list(range(n))
+    shards = balanced_shards(rows, size, workers)
+    assert [len(s) for s in shards] == expected
+    assert [r for s in shards for r in s] == rows  # contiguous, in order, every row once
+
+
 def test_resume_and_byte_identical_output(corpus, tmp_path):
     from gensr.metrics import score_manifest
-    from gensr.metrics.suite import ShardScorer, _shard_name, manifest_rows
+    from gensr.metrics.suite import ShardScorer, _shard_name, balanced_shards, manifest_rows
 
     _, _, rows = corpus
     rows = rows[rows.condition.isin(["clean", "snr0"])][["clip_id", "path", "ref_path", "text"]]
@@ -169,7 +186,7 @@ def test_resume_and_byte_identical_output(corpus, tmp_path):
 
     # a crashed run: shard 0 on disk, nothing else
     second = tmp_path / "b.parquet"
-    shard_rows = manifest_rows(rows)[:16]
+    shard_rows = balanced_shards(manifest_rows(rows), 16, 1)[0]
     shard = tmp_path / "b.parquet.shards" / _shard_name(0, shard_rows, params.metrics)
     shard.parent.mkdir()
     from gensr.storage import write_parquet

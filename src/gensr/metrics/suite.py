@@ -306,13 +306,29 @@ def _metrics_params(params) -> MetricsParams:
     return params.metrics if hasattr(params, "metrics") else params
 
 
+def balanced_shards(rows: list, shard_size: int, workers: int) -> list[list]:
+    """Contiguous shards of at most `shard_size` rows, as many as a multiple of `workers` and even in size (they
+    differ by at most one row), so that no worker idles while another scores a last, larger shard. The layout
+    depends only on the row count and the two params. E.g. 150 rows, 64, 2 workers: 38, 38, 37, 37 (not 64, 64,
+    22, which leaves one worker 86 rows and the other 64)."""
+    n, workers = len(rows), max(1, int(workers))
+    if n == 0:
+        return []
+    count = min(n, workers * -(-n // (workers * max(1, int(shard_size)))))
+    size, extra = divmod(n, count)
+    shards, start = [], 0
+    for i in range(count):
+        stop = start + size + (1 if i < extra else 0)
+        shards.append(rows[start:stop])
+        start = stop
+    return shards
+
+
 def _shard_plan(params: MetricsParams, rows: list[dict], out: Path) -> tuple[Path, list[list[dict]], list[Path]]:
     """(shard folder, shards, their files): the same for every process that scores `rows` into `out`."""
     shard_dir = out.parent / f"{out.name}.shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    # small jobs still use every worker; the layout depends only on params and the row count
-    size = max(1, min(params.shard_size, -(-len(rows) // params.workers)))
-    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
+    shards = balanced_shards(rows, params.shard_size, params.workers)
     paths = [shard_dir / _shard_name(i, shard, params) for i, shard in enumerate(shards)]
     for stale in set(shard_dir.glob("shard-*.parquet")) - set(paths):
         stale.unlink(missing_ok=True)  # shards of other inputs or params (another shard partition may race us)
