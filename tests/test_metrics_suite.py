@@ -273,3 +273,37 @@ def test_score_stages_and_dagster_asset(corpus, tmp_path):
     assert "candidates/si_sdr/mean" in meta and Path(meta["candidates/histograms"].value).is_file()
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 1 and checks[0].passed
+
+
+def test_shards_of_audio_that_has_since_changed_are_not_resumed(tmp_path):
+    """A scoring run killed mid-way leaves shards; if the audio is re-made under the same paths before the rerun
+    (new candidates after a sampling change), the rerun scores the new audio instead of resuming the old scores."""
+    from gensr.metrics.suite import file_digest, score_manifest, score_manifest_part
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    ref = 0.3 * np.sin(2 * np.pi * 220 * np.arange(2 * sr) / sr)
+    sf.write(tmp_path / "ref.wav", ref, sr)
+    rows = [{"clip_id": f"c{i}", "path": str(tmp_path / f"c{i}.wav"), "ref_path": str(tmp_path / "ref.wav"),
+             "text": None} for i in range(4)]
+
+    def write_candidates(noise: float) -> None:
+        for r in rows:
+            sf.write(r["path"], ref + noise * rng.standard_normal(ref.size), sr)
+
+    params = load(["metrics.names=[si_sdr]", "metrics.workers=1", "metrics.shard_size=2"])
+    write_candidates(0.01)
+    out = tmp_path / "scores.parquet"
+    score_manifest_part(params, rows, out, 0, 2, progress=False)  # killed after its first shard
+    assert len(list((tmp_path / "scores.parquet.shards").glob("shard-*.parquet"))) == 1
+    write_candidates(0.3)  # the same paths, other audio
+    resumed = score_manifest(params, rows, out, progress=False)
+    fresh = score_manifest(params, rows, tmp_path / "fresh.parquet", progress=False)
+    assert resumed.attrs["summary"]["shards_resumed"] == 0
+    assert resumed["value"].tolist() == fresh["value"].tolist() and (resumed["value"] < 0).all()
+    # unchanged audio still resumes (the kill-and-rerun case)
+    score_manifest_part(params, rows, tmp_path / "again.parquet", 0, 2, progress=False)
+    again = score_manifest(params, rows, tmp_path / "again.parquet", progress=False)
+    assert again.attrs["summary"]["shards_resumed"] == 1 and again["value"].tolist() == fresh["value"].tolist()
+    assert file_digest(None) is None and file_digest(str(tmp_path / "nope.wav")) == "missing"
+    assert file_digest(str(tmp_path)) == "not a file"

@@ -20,10 +20,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -296,10 +298,34 @@ def _shard_name(index: int, rows: list[dict], params: MetricsParams) -> str:
 
 
 def fingerprint(rows: list[dict], params: MetricsParams) -> str:
-    """Hash of what decides the scores: the rows and the metrics params (not worker counts)."""
+    """Hash of what decides the scores: the rows, the bytes of every file they name, and the metrics params (not
+    worker counts). The bytes matter: a stage rerun after its inputs changed (new candidates under the same paths,
+    e.g. after a sampling param changed) must not resume the shards, or reuse the table, of the old audio."""
     settings = params.model_dump(mode="json", exclude={"workers", "shard_size", "max_nan_rate", "score_inputs_split"})
-    key = json.dumps([rows, settings], sort_keys=True, default=str)
+    contents = [[file_digest(r.get("path")), file_digest(r.get("ref_path"))] for r in rows]
+    key = json.dumps([rows, contents, settings], sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def file_digest(path: str | None) -> str | None:
+    """sha256 of a file's bytes (None for no path, 'missing' for a path that names no file); remembered per
+    (path, size, mtime), so the many shards and rows that name one reference hash it once."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a file"
+    return _digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    from gensr.storage import file_sha256
+
+    return file_sha256(path)
 
 
 def _metrics_params(params) -> MetricsParams:
