@@ -90,9 +90,12 @@ def _annotator_labels(params: Params, spec: str, rows: list[dict], root: Path, o
 
 def run_probe(params: Params, *, progress: bool = True) -> dict:
     """Build (or reuse) the probe's singing set, label, fine-tune, restore and score; returns probe.json's content."""
+    import json
+
     import pyarrow.parquet as pq
     import torch
 
+    from gensr.audio.io import read_wav, write_wav
     from gensr.metrics import to_wide
     from gensr.metrics.suite import score_manifest
     from gensr.preference.suite import metric_info
@@ -120,8 +123,6 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     build = probe_build_params(params)
     root, out, sr = singing_dir(build), probe_dir(params), params.audio.sample_rate
     summary_path = root / "summary.json"
-    import json
-
     if not (summary_path.is_file() and json.loads(summary_path.read_text()).get("probe_build") == _build_key(build)):
         t0 = time.perf_counter()
         build_singing_corpus(build, progress=progress)
@@ -132,8 +133,6 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     refs = {r["deg_id"]: r for r in pq.read_table(root / "references.parquet").to_pylist()}
     test_rows = sorted((r for r in pq.read_table(root / "test.parquet").to_pylist() if r["deg_id"] in refs),
                        key=lambda r: r["deg_id"])
-
-    from gensr.audio.io import read_wav, write_wav
 
     inputs = [read_wav(root / r["path"])[0] for r in test_rows]
     systems = {STUDENT: student}
