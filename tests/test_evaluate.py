@@ -126,3 +126,37 @@ def test_evaluation_table_stage_writes_dvc_metrics_and_table1(tmp_path, project_
     table = pd.read_csv(tmp_path / "reports" / "table1.csv")
     assert list(table["model"]) == ["degraded input", "base", "aligned (multi)", "base", "aligned (multi)"]
     assert "| ar | aligned (multi) |" in out["markdown"]
+
+
+def test_a_restored_split_is_rescored_when_its_audio_changed_under_the_same_manifest(tmp_path):
+    """A sampler change re-restores the same clips under the same paths, with the same manifest and checkpoint:
+    the cached scores of the old audio must not be reused."""
+    import soundfile as sf
+
+    from conftest import PARAMS
+    from gensr.config import load_params
+    from gensr.stages.evaluate import _score_restored
+
+    sr, rng = 16000, np.random.default_rng(0)
+    ref = 0.3 * np.sin(2 * np.pi * 220 * np.arange(2 * sr) / sr)
+    (tmp_path / "wav").mkdir()
+    sf.write(tmp_path / "ref.wav", ref, sr)
+    pd.DataFrame({"deg_id": ["a", "b"], "path": ["wav/a.wav", "wav/b.wav"],
+                  "clean_path": ["ref.wav", "ref.wav"]}).to_parquet(tmp_path / "manifest.parquet")
+    checkpoint = tmp_path / "restorer.pt"
+    checkpoint.write_bytes(b"the same checkpoint both times")
+    params = load_params(PARAMS, ["metrics.names=[si_sdr]", "metrics.workers=1"])
+
+    def restore(noise: float) -> None:
+        for name in ("a", "b"):
+            sf.write(tmp_path / "wav" / f"{name}.wav", ref + noise * rng.standard_normal(ref.size), sr)
+
+    restore(0.01)
+    first = _score_restored(params, tmp_path / "manifest.parquet", checkpoint, tmp_path)
+    assert (first["si_sdr"] > 20).all()
+    restore(0.3)
+    second = _score_restored(params, tmp_path / "manifest.parquet", checkpoint, tmp_path)
+    assert (second["si_sdr"] < 0).all()
+    mtime = (tmp_path / "metrics.parquet").stat().st_mtime_ns
+    third = _score_restored(params, tmp_path / "manifest.parquet", checkpoint, tmp_path)  # unchanged: reused
+    assert (tmp_path / "metrics.parquet").stat().st_mtime_ns == mtime and third.equals(second)

@@ -77,11 +77,13 @@ def per_clip_means(wide: pd.DataFrame, deg_of: dict[str, str], source: str = "sc
 
 def _score_restored(params: Params, manifest: Path, checkpoint: Path, out_dir: Path) -> pd.DataFrame:
     from gensr.metrics import to_wide
-    from gensr.metrics.suite import score_manifest
+    from gensr.metrics.suite import fingerprint, manifest_rows, score_manifest
 
     # Scoring dominates the cost; reuse the table when the restored audio and metrics params are unchanged
-    # (the base side of every comparison, and a rerun after a crash).
+    # (the base side of every comparison, and a rerun after a crash). The audio's bytes, not only the manifest:
+    # a sampler change re-restores the same ids under the same paths with the same manifest.
     key = {"manifest_sha256": file_sha256(manifest), "checkpoint_sha256": file_sha256(checkpoint),
+           "scored": fingerprint(manifest_rows(manifest), params.metrics),
            "metrics": params.metrics.model_dump(mode="json", exclude={"workers", "shard_size"})}
     table, key_path = out_dir / "metrics.parquet", out_dir / "metrics.key.json"
     if table.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == json.loads(json.dumps(key)):
