@@ -154,6 +154,29 @@ def test_sample_killed_mid_run_resumes_to_identical_bytes(tmp_path, fm_checkpoin
     assert tree_bytes(crashed / "data/candidates/fm") == tree_bytes(whole / "data/candidates/fm")
 
 
+def test_sample_shards_of_inputs_that_have_since_changed_are_not_resumed(tmp_path, fm_checkpoint):
+    """A sample run stopped after its first shard; the degraded clips are then re-made under the same names (a
+    degrade param changed): the rerun restores the new inputs instead of resuming the old restorations."""
+    from gensr.config import load_params
+    from gensr.stages.sample import sample_candidates, sample_candidates_part
+
+    def project(root: Path):
+        overrides = sample_project(root, fm_checkpoint)
+        return load_params(PARAMS, [o for o in overrides if not o.startswith("restorers.fm.sampling.ode_steps")])
+
+    stopped, fresh = project(tmp_path / "stopped"), project(tmp_path / "fresh")
+    sample_candidates_part(stopped, "fm", 0, N_CLIPS)  # one finished shard on disk, as a kill leaves it
+    out = tmp_path / "stopped/data/candidates/fm"
+    assert len(list((out / "shards").glob("shard-*.parquet"))) == 1
+    for root in (tmp_path / "stopped", tmp_path / "fresh"):  # new degraded audio, same names
+        for i in range(N_CLIPS):
+            write_wav(root / "data/degraded/wav" / f"u{i:02d}__d0.wav", synthetic_clip(100 + i, 1.5 + 0.1 * i).degraded, SR)
+    summary = sample_candidates(stopped, "fm")
+    sample_candidates(fresh, "fm")
+    assert summary["shards_resumed"] == 0
+    assert tree_bytes(out) == tree_bytes(tmp_path / "fresh/data/candidates/fm")
+
+
 # --- gensr score-candidates -----------------------------------------------------------------------
 N_CANDIDATES = 24
 FAST = "metrics.names=[si_sdr,mel_distance,estoi,pesq_wb]"

@@ -278,7 +278,8 @@ def test_score_stages_and_dagster_asset(corpus, tmp_path):
 def test_shards_of_audio_that_has_since_changed_are_not_resumed(tmp_path):
     """A scoring run killed mid-way leaves shards; if the audio is re-made under the same paths before the rerun
     (new candidates after a sampling change), the rerun scores the new audio instead of resuming the old scores."""
-    from gensr.metrics.suite import file_digest, score_manifest, score_manifest_part
+    from gensr.metrics.suite import score_manifest, score_manifest_part
+    from gensr.storage import file_digest
 
     sr = 16000
     rng = np.random.default_rng(0)

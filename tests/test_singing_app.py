@@ -389,6 +389,39 @@ def test_a_missing_candidate_annotator_is_named_with_its_fix_before_any_build(pr
         load_params(ROOT / "params.yaml", overrides + [f"singing_dev.seed={params.singing.seed}"])
 
 
+def test_labels_of_inputs_that_have_since_changed_are_not_resumed(tmp_path):
+    """A labelling run that stopped after its first shard (here: the next input went missing), rerun after the
+    inputs were re-made under the same names (a rebuilt singing set: new seed, same deg_ids), restores the new
+    inputs instead of resuming the old labels."""
+    from gensr.pseudo.restore import restore_clips
+
+    restorer = tiny_mgm(0)
+    rows = [{"deg_id": f"sing-{i}__d0", "path": f"degraded/sing-{i}__d0.wav"} for i in range(4)]
+
+    def make_inputs(root: Path, seed: int) -> None:
+        for i, r in enumerate(rows):
+            write_wav(root / r["path"], speech_like(0.5, seed + i), SR)
+
+    def run(root: Path) -> dict:
+        return restore_clips(restorer, rows, root, root / "labels", lambda d: 7, shard_clips=2, sample_rate=SR,
+                             checkpoint_sha256="the same annotator", progress=False)
+
+    stopped, fresh = tmp_path / "stopped", tmp_path / "fresh"
+    make_inputs(stopped, 0)
+    (stopped / rows[2]["path"]).unlink()
+    with pytest.raises(Exception):
+        run(stopped)
+    assert len(list((stopped / "labels" / "shards").glob("shard-*.parquet"))) == 1
+    make_inputs(stopped, 100)
+    make_inputs(fresh, 100)
+    resumed, clean_run = run(stopped), run(fresh)
+    assert resumed["shards_resumed"] == 0
+    for r in rows:
+        name = f"wav/{r['deg_id']}.wav"
+        assert np.array_equal(read_wav(stopped / "labels" / name)[0], read_wav(fresh / "labels" / name)[0])
+    assert resumed["records"] == clean_run["records"]
+
+
 # --- what each label source can teach the student, on dev ------------------------------------------------------
 PROBE = ["singing_dev.probe.n_clips=8", "singing_dev.probe.test_fraction=0.25",
          "singing_dev.probe.sources=[oracle, aligned:mgm]", "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -126,6 +127,27 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes (None for no path, 'missing' for a path that names no file, 'not a file' for a
+    folder), remembered per (path, size, mtime), so the many shards and rows that name one file hash it once.
+    Resume keys use it: work done on a file's old bytes must not be resumed after the file changed under the
+    same path."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a file"
+    return _digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def require_path(path: str | Path, what: str, fix: str) -> Path:

@@ -20,12 +20,10 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import shutil
-import stat
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,7 +38,7 @@ import pyarrow.parquet as pq
 
 from gensr.config.metrics import MetricsParams
 from gensr.corpus.splits import in_split
-from gensr.storage import remove_killed_writes, remove_killed_writes_of, write_json, write_parquet
+from gensr.storage import file_digest, remove_killed_writes, remove_killed_writes_of, write_json, write_parquet
 
 LONG_SCHEMA = pa.schema(
     [
@@ -305,27 +303,6 @@ def fingerprint(rows: list[dict], params: MetricsParams) -> str:
     contents = [[file_digest(r.get("path")), file_digest(r.get("ref_path"))] for r in rows]
     key = json.dumps([rows, contents, settings], sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def file_digest(path: str | None) -> str | None:
-    """sha256 of a file's bytes (None for no path, 'missing' for a path that names no file); remembered per
-    (path, size, mtime), so the many shards and rows that name one reference hash it once."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a file"
-    return _digest(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=65536)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    from gensr.storage import file_sha256
-
-    return file_sha256(path)
 
 
 def _metrics_params(params) -> MetricsParams:

@@ -3,8 +3,9 @@
 gensr.sampling.restore.restore_rows needs a `clean_path` per row; singing inputs handed to the annotator
 have none, so this is its reference-free variant: one seeded restoration per clip, shard by shard, each
 shard one batched `restore` call written atomically (WAVs, then a shard table whose name carries a
-fingerprint of what decides its audio). A rerun skips finished shards; when all are done the shard tables
-are merged into the returned records and removed, and WAVs of other clips are deleted.
+fingerprint of what decides its audio, the inputs' bytes included). A rerun skips finished shards; when all
+are done the shard tables are merged into the returned records and removed, and WAVs of other clips are
+deleted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gensr.storage import write_parquet
+from gensr.storage import file_digest, write_parquet
 
 RESTORED_SCHEMA = pa.schema([("deg_id", pa.string()), ("path", pa.string()), ("seed", pa.int64()),
                              ("n_samples", pa.int64())])
@@ -49,7 +50,8 @@ def restore_clips(restorer, rows: list[dict], root: Path, out_dir: Path, seed_of
 
     def shard_path(i: int, shard: list[dict]) -> Path:
         key = json.dumps([checkpoint_sha256, restorer.sampling, sample_rate,
-                          [(r["deg_id"], r["path"], seed_of(r["deg_id"])) for r in shard]], sort_keys=True, default=str)
+                          [(r["deg_id"], r["path"], seed_of(r["deg_id"]), file_digest(root / r["path"])) for r in shard]],
+                         sort_keys=True, default=str)
         return shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
 
     paths = [shard_path(i, s) for i, s in enumerate(shards)]

@@ -6,7 +6,7 @@ every evaluation (seeded restorations of a held-out split) share:
     int32 [frames, K]), <out_dir>/manifest.parquet (paths relative to the manifest's folder).
 A shard is one batched `restore` call over `shard_clips` clips x N samples, written atomically
 as WAVs plus a shard table whose name carries a fingerprint of everything that decides its
-audio (checkpoint hash, sampling knobs, clip ids, seeds). A rerun skips finished shards; stale
+audio (checkpoint hash, sampling knobs, clip ids, seeds, the degraded inputs' bytes). A rerun skips finished shards; stale
 shards, orphan WAVs and the temp files of writes a kill interrupted are removed, so a run killed
 at any point and rerun leaves the same files as one never interrupted (tests/test_crash_resume.py).
 `restore_rows_part` runs only the shards i with i % parts == part and writes no manifest: one
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from gensr.config import Params
 from gensr.corpus.splits import CONFIRM, in_split
 from gensr.layout import confirm_degraded_manifest, degraded_manifest
-from gensr.storage import file_sha256, remove_killed_writes, remove_killed_writes_of, write_parquet
+from gensr.storage import file_digest, file_sha256, remove_killed_writes, remove_killed_writes_of, write_parquet
 
 CANDIDATE_COLUMNS = [
     ("cand_id", pa.string()), ("deg_id", pa.string()), ("utt_id", pa.string()), ("paradigm", pa.string()),
@@ -131,7 +131,8 @@ class RestorePlan:
     def _shard_path(self, i: int, shard: list[dict]) -> Path:
         key = json.dumps([self.ckpt_hash, self.restorer.sampling, self.n_candidates, self.sr,
                           {"codes": self.candidate_ids and self.save_codes},
-                          [(r["deg_id"], [self.seed_of(r["deg_id"], j) for j in range(self.n_candidates)]) for r in shard]],
+                          [(r["deg_id"], [self.seed_of(r["deg_id"], j) for j in range(self.n_candidates)],
+                            file_digest(self.deg_root / r["path"])) for r in shard]],
                          sort_keys=True)
         return self.shard_dir / f"shard-{i:05d}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
 
