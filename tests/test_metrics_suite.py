@@ -308,3 +308,22 @@ def test_shards_of_audio_that_has_since_changed_are_not_resumed(tmp_path):
     assert again.attrs["summary"]["shards_resumed"] == 1 and again["value"].tolist() == fresh["value"].tolist()
     assert file_digest(None) is None and file_digest(str(tmp_path / "nope.wav")) == "missing"
     assert file_digest(str(tmp_path)) == "not a file"
+
+
+def test_file_digest_sees_a_file_replaced_at_once_with_other_bytes_of_the_same_size(tmp_path):
+    """Nothing is remembered across calls: a file atomically replaced within one mtime tick, with the same size
+    (and, as ext4 does, the freed inode number reused) still gets its new bytes' digest."""
+    import hashlib
+    import os
+
+    from gensr.storage import atomic_path, file_digest
+
+    path = tmp_path / "a.bin"
+    digests = []
+    for content in (b"x" * 4096, b"y" * 4096, b"z" * 4096):
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(content)
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))  # one mtime tick for all three
+        digests.append(file_digest(path))
+        assert digests[-1] == hashlib.sha256(content).hexdigest()
+    assert len(set(digests)) == 3

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -129,25 +128,26 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | Path | None) -> str | None:
+def file_digest(path: str | Path | None, memo: dict | None = None) -> str | None:
     """sha256 of a file's bytes (None for no path, 'missing' for a path that names no file, 'not a file' for a
-    folder), remembered per (path, size, mtime), so the many shards and rows that name one file hash it once.
-    Resume keys use it: work done on a file's old bytes must not be resumed after the file changed under the
-    same path."""
+    folder). Resume keys use it: work done on a file's old bytes must not be resumed after the file changed under
+    the same path. `memo` (path -> digest) lets one key that names a file many times (a reference shared by N
+    candidates) hash it once; nothing is remembered across calls, because a file replaced within one mtime tick
+    can keep its size, mtime and even its inode number (the old inode is freed and reused)."""
     if path is None:
         return None
+    key = str(path)
+    if memo is not None and key in memo:
+        return memo[key]
     try:
         st = os.stat(path)
     except OSError:
-        return "missing"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a file"
-    return _digest(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=65536)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+        digest = "missing"
+    else:
+        digest = file_sha256(path) if stat.S_ISREG(st.st_mode) else "not a file"
+    if memo is not None:
+        memo[key] = digest
+    return digest
 
 
 def require_path(path: str | Path, what: str, fix: str) -> Path:

@@ -300,7 +300,8 @@ def fingerprint(rows: list[dict], params: MetricsParams) -> str:
     worker counts). The bytes matter: a stage rerun after its inputs changed (new candidates under the same paths,
     e.g. after a sampling param changed) must not resume the shards, or reuse the table, of the old audio."""
     settings = params.model_dump(mode="json", exclude={"workers", "shard_size", "max_nan_rate", "score_inputs_split"})
-    contents = [[file_digest(r.get("path")), file_digest(r.get("ref_path"))] for r in rows]
+    memo: dict[str, str | None] = {}
+    contents = [[file_digest(r.get("path"), memo), file_digest(r.get("ref_path"), memo)] for r in rows]
     key = json.dumps([rows, contents, settings], sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()
 
