@@ -6,9 +6,10 @@ every evaluation (seeded restorations of a held-out split) share:
     int32 [frames, K]), <out_dir>/manifest.parquet (paths relative to the manifest's folder).
 A shard is one batched `restore` call over `shard_clips` clips x N samples, written atomically
 as WAVs plus a shard table whose name carries a fingerprint of everything that decides its
-audio (checkpoint hash, sampling knobs, clip ids, seeds, the degraded inputs' bytes). A rerun skips finished shards; stale
-shards, orphan WAVs and the temp files of writes a kill interrupted are removed, so a run killed
-at any point and rerun leaves the same files as one never interrupted (tests/test_crash_resume.py).
+audio (checkpoint hash, sampling knobs, clip ids, seeds, the degraded inputs' bytes). A rerun
+skips finished shards; stale shards, orphan WAVs and the temp files of writes a kill interrupted
+are removed, so a run killed at any point and rerun leaves the same files as one never interrupted
+(tests/test_crash_resume.py).
 `restore_rows_part` runs only the shards i with i % parts == part and writes no manifest: one
 Dagster shard partition (docs/scaling.md); it removes only the temp files of its own shards' files,
 never those a partition running beside it is writing.
