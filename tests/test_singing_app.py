@@ -424,7 +424,8 @@ def test_labels_of_inputs_that_have_since_changed_are_not_resumed(tmp_path):
 
 # --- what each label source can teach the student, on dev ------------------------------------------------------
 PROBE = ["singing_dev.probe.n_clips=8", "singing_dev.probe.test_fraction=0.25",
-         "singing_dev.probe.sources=[oracle, aligned:mgm]", "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]
+         "singing_dev.probe.sources=[oracle, aligned:mgm, base:mgm]",
+         "singing_dev.metrics=[pesq_wb, si_sdr, mel_distance]"]
 
 
 def test_the_probe_finetunes_the_student_on_each_label_source_and_scores_it_on_a_build_of_its_own(project, trained):
@@ -439,12 +440,16 @@ def test_the_probe_finetunes_the_student_on_each_label_source_and_scores_it_on_a
     result = run_probe(params, progress=False)
     root = probe_dir(params) / "singing"
     assert result["build"] == str(root) and (result["n_train_clips"], result["n_test_clips"]) == (6, 2)
-    assert set(result["vs_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm", "raw"}
+    assert set(result["vs_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm", "finetuned_base_mgm", "raw"}
     for comparison in result["vs_student"].values():
         assert comparison["b"] == "initial_voicefixer" and comparison["n_clips"] == 2
         for v in comparison["metrics"].values():
             assert v["ci_low"] <= v["diff"] <= v["ci_high"] and v["significant"] in ("better", "worse", "ns")
-    assert set(result["improves_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm"}
+    assert set(result["improves_student"]) == {"finetuned_oracle", "finetuned_aligned_mgm", "finetuned_base_mgm"}
+    # the target's control: aligned-label fine-tuning minus base-label fine-tuning, paired on the same clips
+    control = result["vs_base_labels"]["aligned:mgm"]
+    assert set(result["vs_base_labels"]) == {"aligned:mgm"}
+    assert (control["a"], control["b"], control["n_clips"]) == ("finetuned_aligned_mgm", "finetuned_base_mgm", 2)
     # the oracle's labels are the clean sung references of the probe's finetune clips, and only of those
     finetune = {r["deg_id"]: r for r in pq.read_table(root / "finetune.parquet").to_pylist()}
     test_ids = {r["deg_id"] for r in pq.read_table(root / "test.parquet").to_pylist()}
@@ -457,8 +462,8 @@ def test_the_probe_finetunes_the_student_on_each_label_source_and_scores_it_on_a
     # every label source trained its own copy of the student: the weights differ from it and from each other
     student = load_voicefixer(base / "models" / "voicefixer" / "initial" / "voicefixer.pt").state_dict()
     copies = [load_voicefixer(probe_dir(params) / "models" / name / "voicefixer.pt").state_dict()
-              for name in ("oracle", "aligned_mgm")]
-    for a, b in ((student, copies[0]), (student, copies[1]), (copies[0], copies[1])):
+              for name in ("oracle", "aligned_mgm", "base_mgm")]
+    for a, b in ((student, copies[0]), (student, copies[1]), (copies[0], copies[1]), (copies[1], copies[2])):
         assert any(not torch.equal(a[k], b[k]) for k in a)
     # its own draws: no clean clip of the probe's build is one of the corpus' or the annotator comparison's
     others = {read_wav(p)[0].tobytes() for folder in (base / "data" / "singing", base / "data" / "singing_dev" / "singing")
@@ -466,11 +471,12 @@ def test_the_probe_finetunes_the_student_on_each_label_source_and_scores_it_on_a
     mine = [read_wav(p)[0].tobytes() for p in (root / "clean" / "wav").glob("*.wav")]
     assert len(mine) == 8 and not others & set(mine)
     table = (base / "reports" / "singing_dev" / "probe.md").read_text()
-    assert "| 6/6 | finetuned_oracle |" in table and "| raw input |" in table
+    assert "| 6/6 | finetuned_oracle |" in table and "| raw input |" in table and "| aligned:mgm - base:mgm |" in table
     # a rerun keeps the build and gives the same numbers
     built = (root / "summary.json").stat().st_mtime_ns
     again = run_probe(params, progress=False)
     assert (root / "summary.json").stat().st_mtime_ns == built and again["vs_student"] == result["vs_student"]
+    assert again["vs_base_labels"] == result["vs_base_labels"]
 
 
 def test_the_probe_names_a_missing_label_source_before_any_build_and_needs_a_seed_of_its_own(project, tmp_path):

@@ -148,7 +148,7 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
         model = load_voicefixer(student)
         fit = finetune_on_labels(model, finetune, root, table, label_dir, params.voicefixer.finetune,
                                  seed=params.seed, min_kept=params.pseudo_labels.min_kept)
-        systems[f"finetuned_{name}"] = save_voicefixer(model, out / "models" / name / VOICEFIXER_FILE,
+        systems[_system(spec)] = save_voicefixer(model, out / "models" / name / VOICEFIXER_FILE,
                                                        extra={"stage": "singing_probe", "labels": spec})
         labels_info[spec] = {"n_labels": len(records), "n_kept": len(fit["deg_ids"]),
                              "dropped": reason_counts(records), "final_loss": fit["analysis"].get("final_loss")}
@@ -175,11 +175,15 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     boot = {"n_bootstrap": params.evaluate.n_bootstrap, "confidence": params.evaluate.confidence, "seed": params.seed}
     vs_student = {s: compare_systems(per_system, s, STUDENT, infos, **boot) for s in systems if s != STUDENT}
     vs_student["raw"] = compare_systems(per_system, "raw", STUDENT, infos, **boot)
+    # the singing target's control: the student fine-tuned on an aligned annotator's labels minus on its base's
+    pairs = [(spec, "base:" + spec.split(":")[1]) for spec in probe.sources
+             if spec.startswith("aligned:") and "base:" + spec.split(":")[1] in probe.sources]
+    vs_base_labels = {a: compare_systems(per_system, _system(a), _system(b), infos, **boot) for a, b in pairs}
     result = {"seed": probe.seed, "n_train_clips": len(train_rows), "n_test_clips": len(test_rows),
               "build": str(root), "sources": list(probe.sources), "labels": labels_info,
               "finetune": params.voicefixer.finetune.model_dump(mode="json"), "metrics": metrics,
               "means": {s: {m: float(per_system[s][m].mean()) for m in metrics} for s in paths},
-              "vs_student": vs_student, "confidence": params.evaluate.confidence,
+              "vs_student": vs_student, "vs_base_labels": vs_base_labels, "confidence": params.evaluate.confidence,
               "n_bootstrap": params.evaluate.n_bootstrap,
               "improves_student": {s: _improves(c) for s, c in vs_student.items() if s != "raw"},
               "timings_s": {**{k: round(v, 1) for k, v in timings.items()},
@@ -188,6 +192,20 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     write_json(result, reports / "probe.json")
     (reports / "probe.md").write_text(markdown(result))
     return result
+
+
+def _system(source: str) -> str:
+    """The fine-tuned copy of a label source, e.g. aligned:mgm -> finetuned_aligned_mgm."""
+    return "finetuned_" + source.replace(":", "_")
+
+
+def _cells(comparison: dict, metrics: list[str]) -> list[str]:
+    cells = []
+    for m in metrics:
+        v = comparison["metrics"][m]
+        flag = {"better": "*", "worse": "!"}.get(v["significant"], "")
+        cells.append(f"{v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]{flag}")
+    return cells
 
 
 def _improves(comparison: dict) -> dict:
@@ -218,13 +236,15 @@ def markdown(result: dict) -> str:
              "|---|---|---|" + "---|" * len(metrics),
              "| | initial Voicefixer (mean) | | " + " | ".join(f"{result['means'][STUDENT][m]:.3f}" for m in metrics) + " |"]
     for system, comp in result["vs_student"].items():
-        source = next((s for s in result["labels"] if f"finetuned_{s.replace(':', '_')}" == system), None)
+        source = next((s for s in result["labels"] if _system(s) == system), None)
         kept = f"{result['labels'][source]['n_kept']}/{result['labels'][source]['n_labels']}" if source else ""
         met = "yes" if result["improves_student"].get(system, {}).get("target_met") else ("no" if source else "")
-        cells = []
-        for m in metrics:
-            v = comp["metrics"][m]
-            flag = {"better": "*", "worse": "!"}.get(v["significant"], "")
-            cells.append(f"{v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]{flag}")
-        lines.append(f"| {kept} | {system if source or system != 'raw' else 'raw input'} | {met} | " + " | ".join(cells) + " |")
+        name = "raw input" if system == "raw" else system
+        lines.append(f"| {kept} | {name} | {met} | " + " | ".join(_cells(comp, metrics)) + " |")
+    if result["vs_base_labels"]:
+        lines += ["", "The control: fine-tuned on the aligned annotator's labels minus on its base's (`*` the aligned "
+                  "labels teach significantly better, `!` worse).", "",
+                  "| labels | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for source, comp in result["vs_base_labels"].items():
+            lines.append(f"| {source} - base:{source.split(':')[1]} | " + " | ".join(_cells(comp, metrics)) + " |")
     return "\n".join(lines) + "\n"
