@@ -375,6 +375,29 @@ def test_annotators_are_compared_on_a_dev_build_of_their_own_and_never_on_the_te
     assert (dev_root / "summary.json").stat().st_mtime_ns == built and again["vs_raw"] == result["vs_raw"]
 
 
+def test_dev_builds_follow_the_generator_code_as_dvc_follows_the_singing_corpus_stage(project, monkeypatch):
+    """The dev builds are keyed by the code the singing_corpus stage depends on in dvc.yaml: the same list, and a
+    change of that code's digest rebuilds a build that its params alone would reuse."""
+    import yaml
+
+    import gensr.stages.singing_corpus as corpus
+    from gensr.config import load_params
+    from gensr.stages.singing_dev import build_key, dev_build_params
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["singing_corpus"]["deps"]
+    code = sorted(d.removeprefix("src/gensr/") for d in deps if d.startswith("src/gensr/"))
+    assert sorted(corpus.GENERATOR_SOURCES) == code
+    digest = corpus.generator_digest()
+    assert len(digest) == 64 and corpus.generator_digest() == digest
+
+    _, overrides, _ = project
+    build = dev_build_params(load_params(ROOT / "params.yaml", overrides + DEV))
+    key = build_key(build)
+    assert key["code"] == digest
+    monkeypatch.setattr(corpus, "generator_digest", lambda: "an edited melody generator")
+    assert build_key(build) != key and build_key(build)["code"] == "an edited melody generator"
+
+
 def test_a_missing_candidate_annotator_is_named_with_its_fix_before_any_build(project, tmp_path):
     from gensr.config import load_params
     from gensr.stages.singing_dev import compare_annotators

@@ -49,6 +49,28 @@ CLEAN_MANIFEST_SCHEMA = pa.schema([
 ])
 
 
+# The code that decides a build's audio: the `singing_corpus` stage's code deps in dvc.yaml, relative to the gensr
+# package (tests/test_singing_app.py checks that the two lists agree). The dev builds of `gensr singing-annotators`
+# and `gensr singing-probe` are not DVC stages; they key their reuse by this code's digest as well as their params.
+GENERATOR_SOURCES = ("singing", "stages/singing_corpus.py", "stages/degrade.py", "corpus/degrade.py",
+                     "corpus/templates.py", "corpus/tts.py", "corpus/ingest.py", "corpus/admit.py", "audio/stream.py",
+                     "config/singing.py", "config/degrade.py")
+
+
+def generator_digest() -> str:
+    """sha256 over the Python sources of GENERATOR_SOURCES (names and bytes, in a fixed order)."""
+    import hashlib
+
+    import gensr
+
+    package = Path(gensr.__file__).parent
+    h = hashlib.sha256()
+    for rel in GENERATOR_SOURCES:
+        path = package / rel
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
 def singing_dir(params: Params) -> Path:
     return Path(params.paths.data) / "singing"
 

@@ -108,7 +108,7 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
             and _built_with(summary_path, build)):
         t0 = time.perf_counter()
         build_singing_corpus(build, progress=progress)
-        write_json({**_read_json(summary_path), "dev_build": _build_key(build)}, summary_path)
+        write_json({**_read_json(summary_path), "dev_build": build_key(build)}, summary_path)
         timings["build"] = time.perf_counter() - t0
     refs = {r["deg_id"]: r for r in pq.read_table(root / "references.parquet").to_pylist()}
     rows = sorted((r for r in pq.read_table(root / "test.parquet").to_pylist() if r["deg_id"] in refs),
@@ -176,8 +176,13 @@ def _beats_raw(comparison: dict) -> dict:
             "worse": sorted(m for m, v in verdicts.items() if v == "worse")}
 
 
-def _build_key(build: Params) -> dict:
-    return {"singing": build.singing.model_dump(mode="json"), "audio": build.audio.model_dump(mode="json")}
+def build_key(build: Params) -> dict:
+    """What a dev build is reused under: its params and the generator's code (a changed melody or degradation
+    code rebuilds it, as DVC reruns the singing_corpus stage)."""
+    from gensr.stages.singing_corpus import generator_digest
+
+    return {"singing": build.singing.model_dump(mode="json"), "audio": build.audio.model_dump(mode="json"),
+            "code": generator_digest()}
 
 
 def _read_json(path: Path) -> dict:
@@ -187,7 +192,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _built_with(summary_path: Path, build: Params) -> bool:
-    return _read_json(summary_path).get("dev_build") == _build_key(build)
+    return _read_json(summary_path).get("dev_build") == build_key(build)
 
 
 def markdown(result: dict) -> str:

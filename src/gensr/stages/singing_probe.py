@@ -51,10 +51,6 @@ def probe_build_params(params: Params) -> Params:
                                    "singing_dev": None})
 
 
-def _build_key(build: Params) -> dict:
-    return {"singing": build.singing.model_dump(mode="json"), "audio": build.audio.model_dump(mode="json")}
-
-
 def _oracle_labels(rows: list[dict], root: Path, out: Path) -> list[dict]:
     """Label-table rows whose labels are copies of the clean sung references (every one kept)."""
     records = []
@@ -104,7 +100,7 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     from gensr.pseudo.report import compare_systems
     from gensr.stages.singing import VOICEFIXER_FILE, _block, annotator_fix, restore_voicefixer, voicefixer_dir
     from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
-    from gensr.stages.singing_dev import annotator_path
+    from gensr.stages.singing_dev import annotator_path, build_key
     from gensr.voicefixer import load_voicefixer, save_voicefixer
 
     for block in ("singing", "pseudo_labels", "voicefixer", "singing_dev"):
@@ -123,10 +119,10 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     build = probe_build_params(params)
     root, out, sr = singing_dir(build), probe_dir(params), params.audio.sample_rate
     summary_path = root / "summary.json"
-    if not (summary_path.is_file() and json.loads(summary_path.read_text()).get("probe_build") == _build_key(build)):
+    if not (summary_path.is_file() and json.loads(summary_path.read_text()).get("probe_build") == build_key(build)):
         t0 = time.perf_counter()
         build_singing_corpus(build, progress=progress)
-        write_json({**json.loads(summary_path.read_text()), "probe_build": _build_key(build)}, summary_path)
+        write_json({**json.loads(summary_path.read_text()), "probe_build": build_key(build)}, summary_path)
         timings["build"] = time.perf_counter() - t0
     finetune = pq.read_table(root / "finetune.parquet")
     train_rows = sorted(finetune.to_pylist(), key=lambda r: r["deg_id"])
