@@ -147,8 +147,8 @@ def singing_annotators_command(
     """Choose the singing annotator on dev: every candidate of singing_dev.annotators against the raw input.
 
     Builds a dev singing set with the corpus code and singing_dev.seed (never the singing test split; cached in
-    data/singing_dev/singing until singing, singing_dev or the generator's code change), restores its referenced clips with each candidate
-    (aligned:<paradigm> or base:<paradigm>), adds the codec's ceiling when a token paradigm (ar, mgm) is among them
+    data/singing_dev/singing until singing, singing_dev or the generator's code change), restores its referenced
+    clips with each candidate (aligned:<paradigm> or base:<paradigm>), adds the codec's ceiling when a token paradigm (ar, mgm) is among them
     and, with singing_dev.student, the initial Voicefixer the labels are to teach, and scores singing_dev.metrics
     against the clean sung references. Prints each system minus the raw input with paired-bootstrap CIs; writes
     reports/singing_dev/annotators.{json,md} and per_clip.parquet.
