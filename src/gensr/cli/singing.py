@@ -181,6 +181,7 @@ def singing_probe_command(
     reports/singing_dev/probe.{json,md}. If the oracle labels do not improve the student, the fine-tuning budget is
     what fails, not the annotator.
     """
+    from gensr.stages.singing_dev import dev_reports_dir
     from gensr.stages.singing_probe import markdown, run_probe
 
     cfg = load(params, set_)
@@ -189,4 +190,4 @@ def singing_probe_command(
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(markdown(res))
-    typer.echo(f"into {Path(cfg.paths.reports) / 'singing_dev'}; {res['timings_s']['total']:.1f} s")
+    typer.echo(f"into {dev_reports_dir(cfg)}; {res['timings_s']['total']:.1f} s")

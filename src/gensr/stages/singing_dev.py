@@ -35,13 +35,34 @@ def dev_reports_dir(params: Params) -> Path:
     return Path(params.paths.reports) / "singing_dev"
 
 
+def own_build_params(params: Params, data_dir: Path, seed: int, n_clips: int, test_fraction: float) -> Params:
+    """The singing corpus params of a dev build under `data_dir`: its own seed, size and test share, no user
+    recordings (the annotator comparison's build and the probe's)."""
+    split = {"finetune": 1.0 - test_fraction, "test": test_fraction}
+    return with_overrides(params, {"paths.data": str(data_dir), "singing.seed": seed, "singing.n_clips": n_clips,
+                                   "singing.split": split, "singing.user_dir": None, "singing_dev": None})
+
+
 def dev_build_params(params: Params) -> Params:
     """The singing corpus params of the dev build: its own seed and size, no user recordings, under singing_dev/."""
     dev = params.singing_dev
-    split = {"finetune": 1.0 - dev.reference_fraction, "test": dev.reference_fraction}
-    return with_overrides(params, {"paths.data": str(dev_data_dir(params)), "singing.seed": dev.seed,
-                                   "singing.n_clips": dev.n_clips, "singing.split": split, "singing.user_dir": None,
-                                   "singing_dev": None})
+    return own_build_params(params, dev_data_dir(params), dev.seed, dev.n_clips, dev.reference_fraction)
+
+
+def ensure_build(build: Params, marker: str, *, progress: bool = True) -> float | None:
+    """Build the singing set of `build` unless its folder already holds one made under the same key (recorded in
+    its summary.json under `marker`); returns the build's seconds, or None when it was reused."""
+    from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
+
+    root = singing_dir(build)
+    summary_path, key = root / "summary.json", build_key(build)
+    if summary_path.is_file() and (root / "references.parquet").is_file() \
+            and _read_json(summary_path).get(marker) == key:
+        return None
+    start = time.perf_counter()
+    build_singing_corpus(build, progress=progress)
+    write_json({**_read_json(summary_path), marker: key}, summary_path)
+    return time.perf_counter() - start
 
 
 def annotator_path(params: Params, spec: str) -> Path:
@@ -82,7 +103,7 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     from gensr.pseudo.restore import restore_clips
     from gensr.sampling.restore import clip_seed, load_for_sampling
     from gensr.stages.singing import VOICEFIXER_FILE, _block, annotator_fix, restore_voicefixer, voicefixer_dir
-    from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
+    from gensr.stages.singing_corpus import singing_dir
 
     for block in ("singing", "pseudo_labels", "singing_dev"):
         _block(params, block)
@@ -103,13 +124,9 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     torch.set_num_threads(int(params.restorers.threads))
     build = dev_build_params(params)
     root, out = singing_dir(build), dev_data_dir(params)
-    summary_path = root / "summary.json"
-    if not (summary_path.is_file() and (root / "references.parquet").is_file()
-            and _built_with(summary_path, build)):
-        t0 = time.perf_counter()
-        build_singing_corpus(build, progress=progress)
-        write_json({**_read_json(summary_path), "dev_build": build_key(build)}, summary_path)
-        timings["build"] = time.perf_counter() - t0
+    built = ensure_build(build, "dev_build", progress=progress)
+    if built is not None:
+        timings["build"] = built
     refs = {r["deg_id"]: r for r in pq.read_table(root / "references.parquet").to_pylist()}
     rows = sorted((r for r in pq.read_table(root / "test.parquet").to_pylist() if r["deg_id"] in refs),
                   key=lambda r: r["deg_id"])
@@ -189,10 +206,6 @@ def _read_json(path: Path) -> dict:
     import json
 
     return json.loads(path.read_text())
-
-
-def _built_with(summary_path: Path, build: Params) -> bool:
-    return _read_json(summary_path).get("dev_build") == build_key(build)
 
 
 def markdown(result: dict) -> str:

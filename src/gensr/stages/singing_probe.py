@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from gensr.config import Params, with_overrides
+from gensr.config import Params
 from gensr.config.singing_dev import ORACLE
 from gensr.storage import file_sha256, require_path, write_json, write_parquet
 
@@ -44,11 +44,10 @@ def probe_dir(params: Params) -> Path:
 
 def probe_build_params(params: Params) -> Params:
     """The singing corpus params of the probe's build: its own seed, size and split, no user recordings."""
+    from gensr.stages.singing_dev import own_build_params
+
     probe = params.singing_dev.probe
-    split = {"finetune": 1.0 - probe.test_fraction, "test": probe.test_fraction}
-    return with_overrides(params, {"paths.data": str(probe_dir(params)), "singing.seed": probe.seed,
-                                   "singing.n_clips": probe.n_clips, "singing.split": split, "singing.user_dir": None,
-                                   "singing_dev": None})
+    return own_build_params(params, probe_dir(params), probe.seed, probe.n_clips, probe.test_fraction)
 
 
 def _oracle_labels(rows: list[dict], root: Path, out: Path) -> list[dict]:
@@ -86,7 +85,6 @@ def _annotator_labels(params: Params, spec: str, rows: list[dict], root: Path, o
 
 def run_probe(params: Params, *, progress: bool = True) -> dict:
     """Build (or reuse) the probe's singing set, label, fine-tune, restore and score; returns probe.json's content."""
-    import json
 
     import pyarrow.parquet as pq
     import torch
@@ -99,8 +97,8 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     from gensr.pseudo.gate import reason_counts
     from gensr.pseudo.report import compare_systems
     from gensr.stages.singing import VOICEFIXER_FILE, _block, annotator_fix, restore_voicefixer, voicefixer_dir
-    from gensr.stages.singing_corpus import build_singing_corpus, singing_dir
-    from gensr.stages.singing_dev import annotator_path, build_key
+    from gensr.stages.singing_corpus import singing_dir
+    from gensr.stages.singing_dev import annotator_path, dev_reports_dir, ensure_build
     from gensr.voicefixer import load_voicefixer, save_voicefixer
 
     for block in ("singing", "pseudo_labels", "voicefixer", "singing_dev"):
@@ -118,12 +116,9 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
     torch.set_num_threads(int(params.restorers.threads))
     build = probe_build_params(params)
     root, out, sr = singing_dir(build), probe_dir(params), params.audio.sample_rate
-    summary_path = root / "summary.json"
-    if not (summary_path.is_file() and json.loads(summary_path.read_text()).get("probe_build") == build_key(build)):
-        t0 = time.perf_counter()
-        build_singing_corpus(build, progress=progress)
-        write_json({**json.loads(summary_path.read_text()), "probe_build": build_key(build)}, summary_path)
-        timings["build"] = time.perf_counter() - t0
+    built = ensure_build(build, "probe_build", progress=progress)
+    if built is not None:
+        timings["build"] = built
     finetune = pq.read_table(root / "finetune.parquet")
     train_rows = sorted(finetune.to_pylist(), key=lambda r: r["deg_id"])
     refs = {r["deg_id"]: r for r in pq.read_table(root / "references.parquet").to_pylist()}
@@ -184,7 +179,7 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
               "improves_student": {s: _improves(c) for s, c in vs_student.items() if s != "raw"},
               "timings_s": {**{k: round(v, 1) for k, v in timings.items()},
                             "total": round(time.perf_counter() - start, 1)}}
-    reports = Path(params.paths.reports) / "singing_dev"
+    reports = dev_reports_dir(params)
     write_json(result, reports / "probe.json")
     (reports / "probe.md").write_text(markdown(result))
     return result
