@@ -39,7 +39,7 @@ def test_a_stage_prints_a_short_summary_and_names_its_json(command, monkeypatch)
     target, args, summary = SUMMARIES[command]
     module, name = target.rsplit(".", 1)
     monkeypatch.setattr(__import__(module, fromlist=[name]), name, lambda *a, **k: summary)
-    result = CliRunner().invoke(app, [command, *args])
+    result = CliRunner().invoke(app, [command, *args, "-S", "evaluate.confidence=0.9"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert "{" not in result.stdout, result.stdout  # no JSON dump
@@ -52,6 +52,8 @@ def test_a_stage_prints_a_short_summary_and_names_its_json(command, monkeypatch)
         assert pesq.split() == ["pesq_wb", "1.250", "->", "1.500", "+0.250", "[+0.125,", "+0.375]"]
         wer = next(line for line in lines if line.strip().startswith("wer"))
         assert "nan" in wer  # a NaN metric stays NaN in the printout
+        titles = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+        assert len(titles) == tables and all(t.endswith("(degraded -> restored, diff [90% CI]):") for t in titles)
     if command == "train-base":
         assert lines[0].endswith("beats the degraded input: dnsmos_ovrl yes, pesq_wb NO")
     if command == "sample":

@@ -30,11 +30,12 @@ def _comparison_lines(table: dict) -> list[str]:
     return lines
 
 
-def _print(headline: str, summary_json: Path, tables: dict[str, dict] | None = None) -> None:
-    """A stage's result in a few lines; the whole summary stays in its JSON file (named on the last line)."""
+def _print(headline: str, summary_json: Path, tables: dict[str, dict] | None = None, confidence: float = 0.95) -> None:
+    """A stage's result in a few lines; the whole summary stays in its JSON file (named on the last line).
+    `confidence`: evaluate.confidence, which the tables' CIs were computed with."""
     typer.echo(headline)
     for title, table in (tables or {}).items():
-        typer.echo(f"{title} (degraded -> restored, diff [95% CI]):")
+        typer.echo(f"{title} (degraded -> restored, diff [{round(confidence * 100)}% CI]):")
         typer.echo("\n".join(_comparison_lines(table)))
     typer.echo(f"summary: {summary_json}")
 
@@ -45,11 +46,13 @@ def train_codec_command(params: Path = ParamsOption, set_: Optional[list[str]] =
     """Train the spectral codec (residual VQ) on the clean train split and measure its ceiling."""
     from gensr.stages.restorers import train_codec
 
-    s = train_codec(load(params, set_), track=not no_track)
+    cfg = load(params, set_)
+    s = train_codec(cfg, track=not no_track)
     _print(f"codec: {s['checkpoint']} ({s['n_params']:,} parameters), final loss {s['final_loss']:.4f}, "
            f"{s['train_seconds']:.0f} s of training",
            Path(s["checkpoint"]).parent / "summary.json",
-           {f"codec ceiling on test, {phase.replace('_', ' ')}": table for phase, table in s["ceiling"].items()})
+           {f"codec ceiling on test, {phase.replace('_', ' ')}": table for phase, table in s["ceiling"].items()},
+           cfg.evaluate.confidence)
 
 
 @app.command("train-base")
@@ -59,12 +62,13 @@ def train_base_command(paradigm: str = typer.Option(..., "--paradigm", help=PARA
     """SFT-train one restorer paradigm, then restore and score the test split."""
     from gensr.stages.restorers import train_base
 
-    s = train_base(load(params, set_), _check_paradigm(paradigm), track=not no_track)
+    cfg = load(params, set_)
+    s = train_base(cfg, _check_paradigm(paradigm), track=not no_track)
     beats = ", ".join(f"{m} {'yes' if ok else 'NO'}" for m, ok in s["beats_degraded"].items())
     _print(f"base {s['paradigm']}: {s['checkpoint']} ({s['n_trainable_params']:,} trainable parameters), "
            f"{s['steps']} steps, final loss {s['final_loss']:.4f}, {s['train_seconds']:.0f} s of training; "
            f"beats the degraded input: {beats}",
-           Path(s["checkpoint"]).parent / "summary.json", {"test split": s["test"]})
+           Path(s["checkpoint"]).parent / "summary.json", {"test split": s["test"]}, cfg.evaluate.confidence)
 
 
 @app.command("sample")
