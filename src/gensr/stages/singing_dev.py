@@ -96,8 +96,6 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from gensr.metrics import to_wide
-    from gensr.metrics.suite import score_manifest
     from gensr.preference.suite import metric_info
     from gensr.pseudo.report import compare_systems
     from gensr.pseudo.restore import restore_clips
@@ -159,17 +157,10 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     timings["restore"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    score_rows = [{"clip_id": f"{system}/{r['deg_id']}", "path": str(paths[system][r["deg_id"]]),
-                   "ref_path": str(root / refs[r["deg_id"]]["clean_path"]), "text": r.get("text")}
-                  for system in paths for r in rows]
-    long = score_manifest(params.metrics.model_copy(update={"names": list(dev.metrics)}), score_rows,
-                          out / "metrics.parquet", progress=progress)
+    wide, per_system = score_systems(params, paths, rows, refs, root, list(dev.metrics), out / "metrics.parquet",
+                                     progress=progress)
     timings["score"] = time.perf_counter() - t0
-    wide = to_wide(long)
-    parts = wide["clip_id"].str.split("/", n=1, expand=True)
-    wide["system"], wide["deg_id"] = parts[0], parts[1]
     infos = metric_info(list(dev.metrics))
-    per_system = {s: wide[wide["system"] == s].set_index("deg_id")[list(dev.metrics)] for s in paths}
     boot = {"n_bootstrap": params.evaluate.n_bootstrap, "confidence": params.evaluate.confidence, "seed": params.seed}
     order = [*dev.annotators, CEILING, STUDENT]  # the candidates, then what bounds them from above and beside
     comparisons = {s: compare_systems(per_system, s, RAW, infos, **boot) for s in order if s in paths}
@@ -184,6 +175,24 @@ def compare_annotators(params: Params, *, progress: bool = True) -> dict:
     (reports / "annotators.md").write_text(markdown(result))
     write_parquet(pa.Table.from_pandas(wide.drop(columns="clip_id"), preserve_index=False), reports / "per_clip.parquet")
     return result
+
+
+def score_systems(params: Params, paths: dict[str, dict[str, Path]], rows: list[dict], refs: dict[str, dict],
+                  root: Path, metrics: list[str], out: Path, *, progress: bool = True):
+    """Score every system's restoration of every row against the build's clean references (`metrics` only) into
+    `out`; returns the wide table (columns system, deg_id and the metrics) and, per system, its rows indexed by
+    deg_id."""
+    from gensr.metrics import to_wide
+    from gensr.metrics.suite import score_manifest
+
+    score_rows = [{"clip_id": f"{system}/{r['deg_id']}", "path": str(paths[system][r["deg_id"]]),
+                   "ref_path": str(root / refs[r["deg_id"]]["clean_path"]), "text": r.get("text")}
+                  for system in paths for r in rows]
+    long = score_manifest(params.metrics.model_copy(update={"names": metrics}), score_rows, out, progress=progress)
+    wide = to_wide(long)
+    parts = wide["clip_id"].str.split("/", n=1, expand=True)
+    wide["system"], wide["deg_id"] = parts[0], parts[1]
+    return wide, {s: wide[wide["system"] == s].set_index("deg_id")[metrics] for s in paths}
 
 
 def _beats_raw(comparison: dict) -> dict:

@@ -39,7 +39,9 @@ STUDENT = "initial_voicefixer"
 
 
 def probe_dir(params: Params) -> Path:
-    return Path(params.paths.data) / "singing_dev" / "probe"
+    from gensr.stages.singing_dev import dev_data_dir
+
+    return dev_data_dir(params) / "probe"
 
 
 def probe_build_params(params: Params) -> Params:
@@ -85,20 +87,17 @@ def _annotator_labels(params: Params, spec: str, rows: list[dict], root: Path, o
 
 def run_probe(params: Params, *, progress: bool = True) -> dict:
     """Build (or reuse) the probe's singing set, label, fine-tune, restore and score; returns probe.json's content."""
-
     import pyarrow.parquet as pq
     import torch
 
     from gensr.audio.io import read_wav, write_wav
-    from gensr.metrics import to_wide
-    from gensr.metrics.suite import score_manifest
     from gensr.preference.suite import metric_info
     from gensr.pseudo.finetune import finetune_on_labels
     from gensr.pseudo.gate import reason_counts
     from gensr.pseudo.report import compare_systems
     from gensr.stages.singing import VOICEFIXER_FILE, _block, annotator_fix, restore_voicefixer, voicefixer_dir
     from gensr.stages.singing_corpus import singing_dir
-    from gensr.stages.singing_dev import annotator_path, dev_reports_dir, ensure_build
+    from gensr.stages.singing_dev import annotator_path, dev_reports_dir, ensure_build, score_systems
     from gensr.voicefixer import load_voicefixer, save_voicefixer
 
     for block in ("singing", "pseudo_labels", "voicefixer", "singing_dev"):
@@ -152,16 +151,9 @@ def run_probe(params: Params, *, progress: bool = True) -> dict:
         paths[system] = {r["deg_id"]: write_wav(out / "restored" / system / f"{r['deg_id']}.wav", w, sr)
                          for r, w in zip(test_rows, waves)}
     metrics = list(params.singing_dev.metrics)
-    score_rows = [{"clip_id": f"{system}/{r['deg_id']}", "path": str(paths[system][r["deg_id"]]),
-                   "ref_path": str(root / refs[r["deg_id"]]["clean_path"]), "text": r.get("text")}
-                  for system in paths for r in test_rows]
-    long = score_manifest(params.metrics.model_copy(update={"names": metrics}), score_rows,
-                          out / "metrics.parquet", progress=progress)
+    _, per_system = score_systems(params, paths, test_rows, refs, root, metrics, out / "metrics.parquet",
+                                  progress=progress)
     timings["restore_and_score"] = time.perf_counter() - t0
-    wide = to_wide(long)
-    parts = wide["clip_id"].str.split("/", n=1, expand=True)
-    wide["system"], wide["deg_id"] = parts[0], parts[1]
-    per_system = {s: wide[wide["system"] == s].set_index("deg_id")[metrics] for s in paths}
     infos = metric_info(metrics)
     boot = {"n_bootstrap": params.evaluate.n_bootstrap, "confidence": params.evaluate.confidence, "seed": params.seed}
     vs_student = {s: compare_systems(per_system, s, STUDENT, infos, **boot) for s in systems if s != STUDENT}
