@@ -64,6 +64,7 @@ def budgets(params, paradigm: str, strategy: str) -> dict[str, int]:
 
 def main(argv: list[str]) -> None:
     from gensr.config import load_params
+    from gensr.stages.pairs import metrics_path
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks pool", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=ROOT, help="project directory whose outputs are read")
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.root / "params.yaml")
     for paradigm in args.paradigms.split(","):
-        if not (args.root / params.paths.data / "metrics" / paradigm / "metrics.parquet").is_file():
+        if not (args.root / metrics_path(params, paradigm)).is_file():
             print(f"{paradigm}: no scored pool under {args.root} (run `dvc repro score_candidates@{paradigm}`)")
             continue
         for strategy in args.strategies.split(","):
