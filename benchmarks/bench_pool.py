@@ -26,14 +26,12 @@ def yields(params, paradigm: str, strategy: str, root: Path) -> list[dict]:
     """One row per pool size n: pairs, train pairs, clips with a pair, for the first n candidates of each clip."""
     from gensr.layout import candidates_dir
     from gensr.preference.pairs import ROLE_TRAIN, build_pair_table, rules_for_strategy
-    from gensr.preference.suite import metric_info
-    from gensr.stages.pairs import load_metrics_wide, metrics_path
+    from gensr.stages.pairs import load_metrics_wide, metrics_path, pair_metrics
 
     manifest = pd.read_parquet(root / candidates_dir(params, paradigm) / "manifest.parquet")
-    wide = load_metrics_wide(root / metrics_path(params, paradigm))
-    names = [c for c in wide.columns if c != "clip_id"]
-    hib = {m.name: m.higher_is_better for m in metric_info(names)}
-    metrics = list(params.pairs.metrics) if params.pairs.metrics is not None else names
+    table = root / metrics_path(params, paradigm)
+    wide = load_metrics_wide(table)
+    metrics, hib = pair_metrics(params, wide, table)
     rules = rules_for_strategy(strategy, metrics, hib, dict(params.pairs.margins))
     pool = manifest[manifest["split"] != "test"]
     n_clips = pool["deg_id"].nunique()
@@ -50,12 +48,12 @@ def yields(params, paradigm: str, strategy: str, root: Path) -> list[dict]:
 
 def budgets(params, paradigm: str, strategy: str) -> dict[str, int]:
     """Pair draws (steps x batch) of each DPO budget that trains on `strategy`'s pairs of `paradigm`."""
+    from gensr.stages.pairs import pair_strategy
+
     out = {}
     if strategy in params.pairs.strategies:
         cfg = getattr(params.dpo, paradigm)
         out[f"dpo.{paradigm}"] = cfg.steps * cfg.batch_size
-    from gensr.stages.pairs import pair_strategy
-
     ablation_sets = {pair_strategy(s) for s in params.ablation.strategies}
     if paradigm in params.ablation.paradigms and strategy in ablation_sets:
         out["ablation.budget"] = params.ablation.budget.steps * params.ablation.budget.batch_size

@@ -69,6 +69,18 @@ def pair_sets(params: Params, paradigm: str) -> list[str]:
     return sets
 
 
+def pair_metrics(params: Params, wide: pd.DataFrame, source: Path) -> tuple[list[str], dict[str, bool]]:
+    """The metrics that vote (`pairs.metrics`, or every column of the wide table `wide` read from `source`) and
+    each column's direction (higher is better). A listed metric the table lacks is an error naming `source`."""
+    all_metrics = [c for c in wide.columns if c != "clip_id"]
+    metrics = list(params.pairs.metrics) if params.pairs.metrics is not None else all_metrics
+    missing = [m for m in metrics if m not in all_metrics]
+    if missing:
+        raise KeyError(f"pairs.metrics lists {missing}, absent from {source}; available: {all_metrics}")
+    info = {m.name: m for m in metric_info(all_metrics)}
+    return metrics, {m: info[m].higher_is_better for m in all_metrics}
+
+
 def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = None) -> dict:
     """Pair tables of one paradigm for each strategy (default: `pair_sets`). The run's wall seconds and pair counts
     go to data/pairs/<paradigm>.json, beside the paradigm's folder (gensr.storage.summary_beside)."""
@@ -77,14 +89,7 @@ def build_pairs(params: Params, paradigm: str, strategies: list[str] | None = No
     manifest = pd.read_parquet(require_path(cdir / "manifest.parquet", "candidate manifest",
                                             f"run `gensr sample --paradigm {paradigm}` first"))
     wide = load_metrics_wide(metrics_path(params, paradigm))
-    all_metrics = [c for c in wide.columns if c != "clip_id"]
-    metrics = list(params.pairs.metrics) if params.pairs.metrics is not None else all_metrics
-    missing = [m for m in metrics if m not in all_metrics]
-    if missing:
-        raise KeyError(f"pairs.metrics lists {missing}, absent from {metrics_path(params, paradigm)}; "
-                       f"available: {all_metrics}")
-    info = {m.name: m for m in metric_info(all_metrics)}
-    hib = {m: info[m].higher_is_better for m in all_metrics}
+    metrics, hib = pair_metrics(params, wide, metrics_path(params, paradigm))
     summary = {}
     for strategy in strategies or pair_sets(params, paradigm):
         out_dir = pairs_dir(params, paradigm, strategy)

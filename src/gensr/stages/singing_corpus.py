@@ -71,6 +71,7 @@ def generator_digest() -> str:
             h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
+
 def singing_dir(params: Params) -> Path:
     return Path(params.paths.data) / "singing"
 
