@@ -123,7 +123,11 @@ def test_restore_split_with_several_samples_per_clip(project, tmp_path):
     assert table["seed"].nunique() == 6 and table["codes_path"].isna().all()
     for deg_id, path in zip(single["deg_id"], single["path"]):
         first = table[(table["deg_id"] == deg_id) & (table["candidate"] == 0)].iloc[0]
-        assert (tmp_path / "three" / first["path"]).read_bytes() == (tmp_path / "one" / path).read_bytes()
+        # equal up to float rounding, as a clip is to itself in another batch (test_models.py): three samples make a
+        # larger batch, and on some CPUs (AMD EPYC, AVX-512) its convolutions round differently
+        three, one = read_wav(tmp_path / "three" / first["path"]), read_wav(tmp_path / "one" / path)
+        assert three[1] == one[1] and three[0].shape == one[0].shape
+        np.testing.assert_allclose(three[0], one[0], rtol=0, atol=1e-5)
     wide = pd.DataFrame({"clip_id": table["cand_id"], "m": [1.0, 2.0, 3.0, 4.0, np.nan, 6.0]})
     means = per_clip_means(wide, dict(zip(table["cand_id"], table["deg_id"])))
     assert means["clip_id"].tolist() == ["u07__d0", "u08__d0"]

@@ -47,8 +47,8 @@ class ResemblyzerEmbedder:
         from resemblyzer import preprocess_wav
         from resemblyzer.audio import wav_to_mel_spectrogram
 
-        partials, owners, out = [], [], []
-        for i, audio in enumerate(audios):
+        out = []
+        for audio in audios:
             wav = preprocess_wav(np.array(audio, np.float32), source_sr=SAMPLE_RATE)
             if len(wav) == 0:
                 out.append("resemblyzer: no voiced audio after its silence trimming")
@@ -57,16 +57,12 @@ class ResemblyzerEmbedder:
             if wav_slices[-1].stop >= len(wav):
                 wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)), "constant")
             mel = wav_to_mel_spectrogram(wav)
-            partials += [mel[s] for s in mel_slices]
-            owners += [i] * len(mel_slices)
-            out.append(None)
-        if partials:
+            # one encoder call per clip: a batch of several clips' partials rounds differently with the batch's size
+            # on some CPUs (6e-8 on an AMD EPYC), and a clip's score must not depend on the shard it was scored in
             with self.torch.no_grad():
-                embeds = self.encoder(self.torch.from_numpy(np.array(partials))).numpy()
-            owners = np.asarray(owners)
-            for i in np.unique(owners):
-                raw = np.mean(embeds[owners == i], axis=0)
-                out[i] = raw / np.linalg.norm(raw, 2)
+                embeds = self.encoder(self.torch.from_numpy(np.array([mel[s] for s in mel_slices]))).numpy()
+            raw = np.mean(embeds, axis=0)
+            out.append(raw / np.linalg.norm(raw, 2))
         return out
 
 

@@ -343,12 +343,21 @@ def _score_pending(params: MetricsParams, pending: list[tuple[list[dict], Path]]
     """Score and write the pending shards (in-process, or `workers` spawned processes); returns scorer seconds."""
     seconds: dict[str, float] = {}
     if pending and workers == 1:
-        scorer = ShardScorer(params)
-        for shard, path in pending:
-            table, shard_seconds = scorer.score(shard)
-            write_parquet(table, path)
-            _add(seconds, shard_seconds)
-            bar.update(len(shard))
+        import torch
+
+        # one torch thread, as in every spawned worker: a torch metric's float sums depend on the thread count on
+        # some CPUs (speaker_cosine moved by 6e-8 with 4 threads on an AMD EPYC), and the table must not
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            scorer = ShardScorer(params)
+            for shard, path in pending:
+                table, shard_seconds = scorer.score(shard)
+                write_parquet(table, path)
+                _add(seconds, shard_seconds)
+                bar.update(len(shard))
+        finally:
+            torch.set_num_threads(threads)
     elif pending:
         context = get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(params.model_dump_json(),)) as pool:
