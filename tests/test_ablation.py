@@ -24,10 +24,12 @@ def _forbid_preference_scores(monkeypatch, *models):
 
     for model in models:
         monkeypatch.setattr(model, "preference_score", boom)
+        monkeypatch.setattr(model, "preference_from_heads", boom)  # the heads-only path (dpo.ar.trainable: [heads])
 
 
+@pytest.mark.parametrize("trainable", [None, ("heads",)])  # ("heads",): the trunk runs once per pair (dpo.ar's own)
 @pytest.mark.parametrize("target", ["clean", "chosen"])
-def test_sft_controls_never_compute_a_preference_score(tmp_path, monkeypatch, target):
+def test_sft_controls_never_compute_a_preference_score(tmp_path, monkeypatch, target, trainable):
     """sft_clean / sft_chosen: the same loop as DPO, the SFT term alone. Any call of the DPO scoring path fails."""
     from gensr.align.train import DPOSettings, run_dpo
     from gensr.models import Restorer
@@ -38,7 +40,8 @@ def test_sft_controls_never_compute_a_preference_score(tmp_path, monkeypatch, ta
     _forbid_preference_scores(monkeypatch, policy, reference)
     settings = DPOSettings(paradigm="ar", beta=0.5, lr=1e-3, steps=3, batch_size=2, sft_weight=1.0, sft_target=target,
                            score_draws=None, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
-                           segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3, objective="sft")
+                           segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3, objective="sft",
+                           trainable=trainable)
     summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")
     assert summary["objective"] == "sft" and summary["heldout_before"] == summary["heldout_after"] == {}
     assert not list((tmp_path / "out").glob("reference_scores*"))
@@ -47,7 +50,8 @@ def test_sft_controls_never_compute_a_preference_score(tmp_path, monkeypatch, ta
     assert any(not torch.equal(a, b) for a, b in zip(aligned.state_dict().values(), base.state_dict().values()))
 
 
-def test_the_dpo_objective_does_use_the_scoring_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("trainable", [None, ("heads",)])
+def test_the_dpo_objective_does_use_the_scoring_path(tmp_path, monkeypatch, trainable):
     """The guard above can fail: with objective 'dpo' the same setup calls preference_score."""
     from gensr.align.train import DPOSettings, run_dpo
     from gensr.models import Restorer
@@ -58,7 +62,7 @@ def test_the_dpo_objective_does_use_the_scoring_path(tmp_path, monkeypatch):
     _forbid_preference_scores(monkeypatch, policy, reference)
     settings = DPOSettings(paradigm="ar", beta=0.5, lr=1e-3, steps=2, batch_size=2, sft_weight=1.0, sft_target="clean",
                            score_draws=None, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
-                           segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3)
+                           segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3, trainable=trainable)
     with pytest.raises(AssertionError, match="preference_score"):
         run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / "out")
 

@@ -375,3 +375,91 @@ def test_train_dpo_stage_logs_one_mlflow_run_with_diagnostics_and_audio(tmp_path
             "heldout/rewards/accuracies"} <= set(run.data.metrics)
     artifacts = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "audio")]
     assert artifacts, "before/after audio examples must be logged"
+
+
+# --- the frozen trunk, run once per pair when only the heads train ------------------------------
+
+def test_ar_scores_from_head_inputs_equal_the_full_path():
+    """preference_from_heads / sft_from_heads on head_inputs are the full preference_score / sft_loss, bit for bit."""
+    model = tiny_restorer("ar")
+    model.score_temperature = 0.7
+    batch = _pair_batch()
+    inputs = model.head_inputs(batch["degraded"], batch["chosen"])
+    assert torch.equal(model.preference_from_heads(inputs), model.preference_score(batch["degraded"], batch["chosen"]))
+    assert torch.equal(model.sft_from_heads(inputs), model.sft_loss(batch["degraded"], batch["chosen"]))
+
+
+def _heads_settings(**overrides):
+    from gensr.align.train import DPOSettings
+
+    kwargs = dict(paradigm="ar", beta=0.5, lr=3e-3, steps=6, batch_size=2, sft_weight=1.0, sft_target="clean",
+                  score_draws=None, weight_decay=0.0, grad_clip=1.0, val_every_steps=3, ref_batch_size=3,
+                  segment_seconds=0.2, audio_examples=0, sample_rate=16000, seed=3, score_temperature="sampling",
+                  trainable=("heads",))
+    kwargs.update(overrides)
+    return DPOSettings(**kwargs)
+
+
+@pytest.mark.parametrize("objective,target", [("dpo", "clean"), ("dpo", "chosen"), ("sft", "clean"), ("sft", "chosen")])
+def test_heads_only_fit_runs_the_trunk_once_and_trains_as_the_full_path(tmp_path, monkeypatch, objective, target):
+    """With `trainable: [heads]` the trunk runs once per pair and kind before the fit, never inside it, and the fit ends
+    at the weights (and held-out diagnostics) of the path that runs the whole model every step."""
+    import gensr.align.train as train_mod
+    from gensr.models import Restorer
+
+    pairs = _write_pairs(tmp_path, n_pairs=7, codebooks=2)
+    base_path = tiny_restorer("ar").save(tmp_path / "base.pt")
+    settings = _heads_settings(objective=objective, sft_target=target)
+
+    def run(out, **patches):
+        policy, reference = Restorer.load(base_path), Restorer.load(base_path)
+        calls = {"trunk": 0}
+        head_inputs = policy.head_inputs
+
+        def counted(*args, **kwargs):
+            calls["trunk"] += 1
+            return head_inputs(*args, **kwargs)
+
+        monkeypatch.setattr(policy, "head_inputs", counted)
+        for name, value in patches.items():
+            monkeypatch.setattr(train_mod, name, value)
+        summary = train_mod.run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings,
+                                    tmp_path / out)
+        monkeypatch.undo()
+        return summary, Restorer.load(tmp_path / out / "restorer.pt"), calls["trunk"]
+
+    once, once_model, once_calls = run("once")
+    every, every_model, every_calls = run("every", trains_heads_only=lambda *a: False)
+    assert once["trunk_once"] and not every["trunk_once"]
+    kinds = 1 + (objective == "dpo") + (objective == "dpo" and target == "clean")  # the SFT term on chosen reuses them
+    batches = -(-5 // settings.ref_batch_size) + 1  # 5 train pairs in batches of 3, 2 held-out pairs in one
+    assert once_calls == kinds * batches  # before the fit only
+    assert every_calls > settings.steps  # the full path runs the trunk every step
+    base = Restorer.load(base_path)
+    moved = False
+    for (name, a), b, c in zip(once_model.state_dict().items(), every_model.state_dict().values(),
+                               base.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        if not name.startswith("heads."):
+            assert torch.equal(a, c), name
+        moved |= not torch.equal(a, c)
+    assert moved
+    for key in once["heldout_after"]:
+        assert once["heldout_after"][key] == pytest.approx(every["heldout_after"][key], rel=1e-4, abs=1e-5)
+
+
+def test_the_trunk_runs_every_step_when_anything_before_the_heads_trains(tmp_path):
+    from gensr.align.train import trains_heads_only
+
+    policy, reference = tiny_restorer("ar"), tiny_restorer("ar")
+    assert trains_heads_only(policy, reference, _heads_settings())
+    assert trains_heads_only(policy, reference, _heads_settings(trainable=("heads", "depth_embed.0")))
+    assert not trains_heads_only(policy, reference, _heads_settings(trainable=None))
+    assert not trains_heads_only(policy, reference, _heads_settings(trainable=("heads", "transformer")))
+    with torch.no_grad():
+        next(reference.transformer.parameters()).add_(1e-3)
+    assert not trains_heads_only(policy, reference, _heads_settings())  # scores would come from another trunk
+    assert trains_heads_only(policy, None, _heads_settings(objective="sft"))
+    for paradigm in ("mgm", "fm"):  # no frozen trunk declared: the full path
+        assert not trains_heads_only(tiny_restorer(paradigm), tiny_restorer(paradigm),
+                                     _heads_settings(paradigm=paradigm))

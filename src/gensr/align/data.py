@@ -106,9 +106,39 @@ class PairTensors(Dataset):
                 for kind in ("chosen", "rejected"))
         self.ref_chosen: torch.Tensor | None = None
         self.ref_rejected: torch.Tensor | None = None
+        self.head_inputs: dict[str, dict[str, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    @torch.no_grad()
+    def attach_head_inputs(self, model, batch_size: int, kinds: tuple[str, ...]) -> None:
+        """Run `model`'s frozen trunk once over every pair (`Restorer.head_inputs` of degraded with each of `kinds`:
+        chosen, rejected, clean) and keep the result, so that a fit of the heads alone never runs the trunk again.
+
+        Exact as long as the trunk does not change: only a model whose trained parameters all sit under its
+        `head_prefixes` may use it (gensr.align.train.trains_heads_only). Memory: per pair and kind, the hidden
+        states [frames, d] in float32 (about 128 KB for a 4 s AR demo clip).
+        """
+        if "clean" in kinds and self.clean is None:
+            raise ValueError("head inputs of the clean references need PairTensors(with_clean=True)")
+        was_training = model.training
+        model.eval()
+        out: dict[str, dict[str, list]] = {kind: {} for kind in kinds}
+        for start in tqdm(range(0, len(self), batch_size), desc="trunk (once per pair)", leave=False):
+            sl = slice(start, start + batch_size)
+            for kind in kinds:
+                codes = getattr(self, f"{kind}_codes", None)
+                got = model.head_inputs(self.degraded[sl], getattr(self, kind)[sl], None,
+                                        None if codes is None else codes[sl])
+                for name, value in got.items():
+                    out[kind].setdefault(name, []).append(value)
+        model.train(was_training)
+        self.head_inputs = {kind: {name: torch.cat(parts) for name, parts in named.items()}
+                            for kind, named in out.items()}
+
+    def head_slice(self, kind: str, index) -> dict[str, torch.Tensor]:
+        return {name: value[index] for name, value in self.head_inputs[kind].items()}
 
     def set_reference_scores(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
         if len(chosen) != len(self) or len(rejected) != len(self):
@@ -124,6 +154,8 @@ class PairTensors(Dataset):
             item["chosen_codes"], item["rejected_codes"] = self.chosen_codes[i], self.rejected_codes[i]
         if self.clean is not None:
             item["clean"] = self.clean[i]
+        if self.head_inputs is not None:
+            item["head_inputs"] = {kind: self.head_slice(kind, i) for kind in self.head_inputs}
         return item
 
 
@@ -154,10 +186,14 @@ def score_pairs(model, data: PairTensors, batch_size: int, desc: str = "referenc
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
+    heads = data.head_inputs is not None and {"chosen", "rejected"} <= set(data.head_inputs)
     for start in tqdm(range(0, len(data), batch_size), desc=desc, leave=False):
         sl = slice(start, start + batch_size)
-        codes = (None, None) if data.chosen_codes is None else (data.chosen_codes[sl], data.rejected_codes[sl])
-        c, r = stacked_scores(model, data.degraded[sl], data.chosen[sl], data.rejected[sl], data.seeds[sl], *codes)
+        if heads:  # the trunk already ran once per pair (attach_head_inputs)
+            c, r = stacked_head_scores(model, data.head_slice("chosen", sl), data.head_slice("rejected", sl))
+        else:
+            codes = (None, None) if data.chosen_codes is None else (data.chosen_codes[sl], data.rejected_codes[sl])
+            c, r = stacked_scores(model, data.degraded[sl], data.chosen[sl], data.rejected[sl], data.seeds[sl], *codes)
         chosen.append(c)
         rejected.append(r)
     model.train(was_training)
@@ -174,4 +210,11 @@ def stacked_scores(model, degraded, chosen, rejected, seeds, chosen_codes=None,
     kwargs = {} if chosen_codes is None else {"codes": torch.cat([chosen_codes, rejected_codes])}
     scores = model.preference_score(torch.cat([degraded, degraded]), torch.cat([chosen, rejected]),
                                     torch.cat([seeds, seeds]), **kwargs)
+    return scores[:b], scores[b:]
+
+
+def stacked_head_scores(model, chosen: dict, rejected: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`stacked_scores` from the pairs' head inputs: one `preference_from_heads` call on [chosen; rejected]."""
+    b = next(iter(chosen.values())).shape[0]
+    scores = model.preference_from_heads({name: torch.cat([chosen[name], rejected[name]]) for name in chosen})
     return scores[:b], scores[b:]

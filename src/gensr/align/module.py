@@ -12,6 +12,10 @@ checkpoint's state_dict nor in hparams (save_hyperparameters ignores both models
   once per pair with the pair's own seed (TRL's precompute_ref_log_probs).
 - FM (`reference_mode="live"`): the reference runs every step on the same t and noise as the
   policy; seeds are re-drawn per step so every epoch sees fresh timesteps.
+
+When only the parameters after the policy's frozen trunk train (AR with `trainable: [heads]`), the
+batch carries the trunk's outputs (`head_inputs`, computed once per pair before the fit) and the step
+runs the heads alone: `preference_from_heads` / `sft_from_heads` instead of `preference_score` / `sft_loss`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from gensr.align.data import stacked_scores
+from gensr.align.data import stacked_head_scores, stacked_scores
 from gensr.align.loss import dpo_loss
 
 SEED_MODULUS = 2**31 - 1
@@ -104,8 +108,14 @@ class DPOModule(L.LightningModule):
         if self.hparams.objective == "sft":
             nll = self._sft(batch, codes[0])
             return self.hparams.sft_weight * nll.mean(), {"sft_loss": nll.detach().mean()}
-        pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds, *codes)
+        heads = batch.get("head_inputs")
+        if heads is not None:  # the frozen trunk ran once per pair; only the heads run here
+            pc, pr = stacked_head_scores(self.policy, heads["chosen"], heads["rejected"])
+        else:
+            pc, pr = stacked_scores(self.policy, deg, cho, rej, seeds, *codes)
         if self.hparams.reference_mode == "live":
+            if heads is not None:
+                raise RuntimeError("head inputs go with reference_mode 'cached' (the reference scores come with them)")
             with torch.no_grad():
                 rc, rr = stacked_scores(self.reference, deg, cho, rej, seeds, *codes)
         else:
@@ -120,6 +130,9 @@ class DPOModule(L.LightningModule):
 
     def _sft(self, batch, chosen_codes) -> torch.Tensor:
         """The SFT term: on the chosen candidate (its own sampled tokens, when known) or on the clean reference."""
+        heads = batch.get("head_inputs")
+        if heads is not None:
+            return self.policy.sft_from_heads(heads[self.hparams.sft_target])
         if self.hparams.sft_target == "clean":
             if "clean" not in batch:
                 raise RuntimeError("sft_target 'clean' needs the clean references in the batch (PairTensors(with_clean=True))")

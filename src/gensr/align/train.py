@@ -55,6 +55,31 @@ class DPOSettings:
         return "cached" if self.paradigm in CACHED_PARADIGMS else "live"
 
 
+def trains_heads_only(policy, reference, settings: DPOSettings) -> bool:
+    """True when the fit changes only parameters after the policy's frozen trunk (`Restorer.head_prefixes`), so the
+    trunk can run once per pair instead of every step (the same loss up to float rounding, several times faster).
+
+    Needs `settings.trainable` inside the head prefixes, a cached reference (its scores come from the same trunk
+    outputs) and, for DPO, a reference whose trunk is the policy's, parameter for parameter.
+    """
+    prefixes = getattr(policy, "head_prefixes", None)
+    if prefixes is None or settings.trainable is None:
+        return False
+    if settings.objective == "dpo" and settings.reference_mode != "cached":
+        return False
+
+    def under(name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    if not all(under(t) for t in settings.trainable):
+        return False
+    if reference is not None:
+        ref = dict(reference.named_parameters())
+        if any(not under(n) and not torch.equal(p, ref[n]) for n, p in policy.named_parameters()):
+            return False
+    return True
+
+
 def reference_cache(reference, data: PairTensors, settings: DPOSettings, cache_path: Path, key: dict) -> None:
     """Attach reference scores to `data`, reusing `cache_path` when it was made under the same key."""
     key_path = cache_path.with_suffix(".key.json")
@@ -186,6 +211,12 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
     dpo = settings.objective == "dpo"
     if dpo and settings.score_temperature == "sampling" and hasattr(policy, "score_temperature"):
         policy.score_temperature = reference.score_temperature = float(policy.sampling["temperature"])
+    heads_only = trains_heads_only(policy, reference if dpo else None, settings)
+    if heads_only:
+        kinds = (["chosen", "rejected"] if dpo else []) + ([settings.sft_target] if settings.sft_weight > 0 else [])
+        for data in (train, heldout):
+            if len(data):
+                data.attach_head_inputs(policy, settings.ref_batch_size, tuple(dict.fromkeys(kinds)))
     if dpo and settings.reference_mode == "cached":
         key = {"base_sha256": file_sha256(base_checkpoint), "pairs_sha256": file_sha256(pairs_path),
                "segment_seconds": segment, "sample_rate": settings.sample_rate,
@@ -220,7 +251,7 @@ def run_dpo(policy, reference, pairs: pd.DataFrame, pairs_path: Path, base_check
                                                 "dpo": settings.__dict__})
     summary = {
         "paradigm": settings.paradigm, "objective": settings.objective,
-        "reference_mode": settings.reference_mode if dpo else None,
+        "reference_mode": settings.reference_mode if dpo else None, "trunk_once": heads_only,
         "n_train_pairs": len(train), "n_heldout_pairs": len(heldout), "settings": settings.__dict__,
         "segment_seconds": segment,
         "trainable_params": sum(p.numel() for p in policy.trainable_parameters()),

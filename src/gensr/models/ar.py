@@ -47,22 +47,34 @@ class ARRestorer(TokenRestorer):
                 z = z + self.depth_embed[i](codes[..., i])
         return torch.stack(out, dim=2)
 
-    def token_log_probs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None,
-                        codes: Tensor | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    # The trunk (conditioning encoder, frame embeddings, transformer) ends at `hidden`; the depth embeddings and heads
+    # turn it into token log-probs. `dpo.ar.trainable: [heads]` trains only the latter.
+    head_prefixes = ("heads", "depth_embed")
+
+    def head_inputs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None = None,
+                    codes: Tensor | None = None) -> dict[str, Tensor]:
         cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
-        hidden = self.transformer(self._frame_inputs(cond, codes), mask)
-        return token_log_probs_at(self._logits(hidden, codes), codes, temperature), codes, mask
+        return {"hidden": self.transformer(self._frame_inputs(cond, codes), mask), "codes": codes, "mask": mask}
+
+    def _head_log_probs(self, inputs: dict[str, Tensor], temperature: float = 1.0) -> Tensor:
+        """Per-token log-probs [B, T, K], zero on invalid frames."""
+        codes, mask = inputs["codes"], inputs["mask"]
+        return token_log_probs_at(self._logits(inputs["hidden"], codes), codes, temperature) * mask.unsqueeze(-1)
+
+    def sft_from_heads(self, inputs: dict[str, Tensor]) -> Tensor:
+        return -self._head_log_probs(inputs).sum() / (inputs["mask"].sum() * self.n_codebooks)
+
+    def preference_from_heads(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self._head_log_probs(inputs, self.score_temperature).sum(dim=(1, 2))
 
     def sft_loss(self, degraded: Tensor, clean: Tensor, lengths: Tensor | None = None,
                  codes: Tensor | None = None) -> Tensor:
-        token_lp, _, mask = self.token_log_probs(degraded, clean, lengths, codes)
-        return -(token_lp * mask.unsqueeze(-1)).sum() / (mask.sum() * self.n_codebooks)
+        return self.sft_from_heads(self.head_inputs(degraded, clean, lengths, codes))
 
     def preference_score(self, degraded: Tensor, target: Tensor, seeds: Tensor | None = None,
                          lengths: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
         """Summed log-probability of the target's token sequence at `score_temperature` (no randomness: seeds unused)."""
-        token_lp, _, mask = self.token_log_probs(degraded, target, lengths, codes, self.score_temperature)
-        return (token_lp * mask.unsqueeze(-1)).sum(dim=(1, 2))
+        return self.preference_from_heads(self.head_inputs(degraded, target, lengths, codes))
 
     def generate_codes(self, ctx: dict[str, Tensor], mask: Tensor, gens: list[torch.Generator], n_candidates: int) -> Tensor:
         ctx, mask = repeat_rows({"cond": ctx["cond"]}, mask, n_candidates)  # the conditioning encoder ran once per clip

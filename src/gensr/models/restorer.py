@@ -122,6 +122,25 @@ class Restorer(nn.Module):
                          lengths: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
+    # --- the frozen trunk (optional) -------------------------------------------------------
+    # Prefixes of the parameters that act only after `head_inputs` (e.g. AR's output heads). When a fit trains
+    # nothing else, everything before them is a fixed function of a pair, so DPO computes it once per pair and
+    # trains on it (gensr.align.data.PairTensors.attach_head_inputs). None: the restorer has no such cut.
+    head_prefixes: ClassVar[tuple[str, ...] | None] = None
+
+    def head_inputs(self, degraded: Tensor, target: Tensor, lengths: Tensor | None = None,
+                    codes: Tensor | None = None) -> dict[str, Tensor]:
+        """The frozen part of `preference_score` and `sft_loss` for a (degraded, target) batch: named tensors [B, ...]."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen trunk (head_prefixes is None)")
+
+    def preference_from_heads(self, inputs: dict[str, Tensor]) -> Tensor:
+        """`preference_score` from `head_inputs`: equal up to float rounding, differentiable in the head parameters."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen trunk (head_prefixes is None)")
+
+    def sft_from_heads(self, inputs: dict[str, Tensor]) -> Tensor:
+        """`sft_loss` from `head_inputs` (of the SFT target)."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen trunk (head_prefixes is None)")
+
     # --- shared pieces -------------------------------------------------------------------
     def context(self, cond_log_mag: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Per-clip work shared by all candidates of a clip: degraded log-magnitude [B, frames, bins]
