@@ -57,7 +57,8 @@ class DPOSettings:
 
 def trains_heads_only(policy, reference, settings: DPOSettings) -> bool:
     """True when the fit changes only parameters after the policy's frozen trunk (`Restorer.head_prefixes`), so the
-    trunk can run once per pair instead of every step (the same loss up to float rounding, several times faster).
+    trunk can run once per pair instead of every step (the same loss up to float rounding; the ablation's `multi` run
+    on the demo took 50 s instead of 73 s, 25 s of it the one trunk pass, docs/alignment.md).
 
     Needs `settings.trainable` inside the head prefixes, a cached reference (its scores come from the same trunk
     outputs) and, for DPO, a reference whose trunk is the policy's, parameter for parameter.
