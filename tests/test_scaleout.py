@@ -111,6 +111,38 @@ def test_dpo_on_two_ddp_fork_processes_matches_one_process(tmp_path):
     assert all(k.startswith("policy.") for k in c2["state_dict"])
 
 
+@pytest.mark.slow
+def test_heads_only_ar_dpo_on_two_ddp_fork_processes_matches_one_process(tmp_path):
+    """AR DPO with only its heads trainable (dpo.ar's default): the trunk runs once per pair before the fit, and the
+    ranks train on their rows of those outputs; final policy and last-step diagnostics match 1 process."""
+    from gensr.align.train import DPOSettings, run_dpo
+    from gensr.models import Restorer
+
+    pairs = _write_pairs(tmp_path, n_pairs=10, codebooks=2)  # 8 train + 2 held out
+    base_path = tiny_restorer("ar").save(tmp_path / "base.pt")
+    settings = DPOSettings(paradigm="ar", beta=0.5, lr=1e-3, steps=4, batch_size=4, sft_weight=1.0, sft_target="clean",
+                           score_draws=None, weight_decay=0.0, grad_clip=1.0, val_every_steps=2, ref_batch_size=4,
+                           segment_seconds=0.2, audio_examples=0, sample_rate=SR, seed=3, trainable=("heads",))
+    runs = {}
+    for name, trainer in (("one", None), ("two", _two_cpu_processes("ddp_fork"))):
+        policy, reference = Restorer.load(base_path), Restorer.load(base_path)
+        summary = run_dpo(policy, reference, pairs, tmp_path / "pairs.parquet", base_path, settings, tmp_path / name,
+                          trainer=trainer)
+        runs[name] = (Restorer.load(tmp_path / name / "restorer.pt"), summary)
+    (p1, s1), (p2, s2) = runs["one"], runs["two"]
+    assert s1["trunk_once"] and s2["trunk_once"]
+    for key, value in s1["train_final"].items():
+        # a reward is beta x the difference of two summed log-probs of tens of nats: float32 rounding of those sums
+        # shows at about 1e-5 absolute (5.7e-6 seen), where the loss itself agrees to LOSS_RTOL
+        tolerance = {"abs": 1e-4} if "rewards" in key else {"rel": LOSS_RTOL, "abs": 1e-7}
+        assert s2["train_final"][key] == pytest.approx(value, **tolerance), key
+    base = Restorer.load(base_path)
+    for (name, a), b, c in zip(p1.state_dict().items(), p2.state_dict().values(), base.state_dict().values()):
+        assert torch.allclose(a, b, atol=WEIGHT_ATOL), name
+        assert name.startswith("heads.") or torch.equal(a, c), name
+    assert any(not torch.equal(a, c) for a, c in zip(p1.state_dict().values(), base.state_dict().values()))
+
+
 def test_rank_batches_split_the_one_process_batches():
     """Rank r of w gets rows [r*b, (r+1)*b) of each global batch; the union is the one-process batch sequence."""
     from torch.utils.data import BatchSampler, RandomSampler
