@@ -29,6 +29,11 @@ from gensr.align.loss import dpo_loss
 SEED_MODULUS = 2**31 - 1
 
 
+def under_prefix(name: str, prefix: str) -> bool:
+    """A parameter-name prefix matches whole name components: "heads" matches "heads.0.weight", not "heads_x"."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def freeze_except(policy: torch.nn.Module, prefixes) -> None:
     """Freeze every parameter whose name does not start with one of `prefixes`.
 
@@ -37,17 +42,13 @@ def freeze_except(policy: torch.nn.Module, prefixes) -> None:
     parameter is an error, so a typo in dpo.<paradigm>.trainable cannot silently freeze the whole policy.
     """
     names = [n for n, p in policy.named_parameters() if p.requires_grad]
-
-    def hit(name: str, prefix: str) -> bool:
-        return name == prefix or name.startswith(prefix + ".")
-
-    unmatched = [p for p in prefixes if not any(hit(n, p) for n in names)]
+    unmatched = [p for p in prefixes if not any(under_prefix(n, p) for n in names)]
     if unmatched:
         tops = sorted({n.split(".")[0] for n in names})
         raise ValueError(f"dpo.<paradigm>.trainable: {unmatched} match no trainable parameter of the policy; "
                          f"its trainable top-level modules are {tops}")
     for name, p in policy.named_parameters():
-        p.requires_grad_(p.requires_grad and any(hit(name, pre) for pre in prefixes))
+        p.requires_grad_(p.requires_grad and any(under_prefix(name, pre) for pre in prefixes))
 
 
 class DPOModule(L.LightningModule):

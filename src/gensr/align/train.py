@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from gensr.align.data import PairTensors, longest_pair_seconds, score_pairs
 from gensr.align.loss import dpo_loss
-from gensr.align.module import DPOModule
+from gensr.align.module import DPOModule, under_prefix
 from gensr.config.scaleout import TrainerParams
 from gensr.storage import file_sha256, write_json, write_parquet
 
@@ -70,7 +70,7 @@ def trains_heads_only(policy, reference, settings: DPOSettings) -> bool:
         return False
 
     def under(name: str) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in prefixes)
+        return any(under_prefix(name, p) for p in prefixes)
 
     if not all(under(t) for t in settings.trainable):
         return False
