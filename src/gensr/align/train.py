@@ -68,17 +68,20 @@ def trains_heads_only(policy, reference, settings: DPOSettings) -> bool:
         return False
     if settings.objective == "dpo" and settings.reference_mode != "cached":
         return False
-
-    def under(name: str) -> bool:
-        return any(under_prefix(name, p) for p in prefixes)
-
-    if not all(under(t) for t in settings.trainable):
+    if not all(any(under_prefix(t, p) for p in prefixes) for t in settings.trainable):
         return False
-    if reference is not None:
-        ref = dict(reference.named_parameters())
-        if any(not under(n) and not torch.equal(p, ref[n]) for n, p in policy.named_parameters()):
-            return False
-    return True
+    return reference is None or same_trunk(policy, reference)
+
+
+def same_trunk(policy, reference) -> bool:
+    """True when every parameter outside the policy's `head_prefixes` equals the reference's: the trunk outputs
+    (`Restorer.head_inputs`) of one serve both."""
+    prefixes = getattr(policy, "head_prefixes", None)
+    if prefixes is None:
+        return False
+    ref = dict(reference.named_parameters())
+    return all(any(under_prefix(n, p) for p in prefixes) or torch.equal(value, ref[n])
+               for n, value in policy.named_parameters())
 
 
 def reference_cache(reference, data: PairTensors, settings: DPOSettings, cache_path: Path, key: dict) -> None:

@@ -1,4 +1,5 @@
-"""`gensr pairs`, `pairs-export`, `dpo`, `evaluate-base`, `evaluate`, `evaluation-table`, `ablation`, `ablation-summary`."""
+"""`gensr pairs`, `pairs-export`, `dpo`, `evaluate-base`, `evaluate`, `evaluation-table`, `ablation`, `ablation-summary`,
+`pair-diagnostics`."""
 
 from __future__ import annotations
 
@@ -146,3 +147,29 @@ def ablation_summary_command(params: Path = ParamsOption, set_: Optional[list[st
     cfg = load(params, set_)
     s = summarize_ablation(cfg)
     typer.echo(s["markdown"])
+
+
+@app.command("pair-diagnostics")
+def pair_diagnostics_command(
+    paradigm: str = ParadigmOption,
+    strategy: Optional[list[str]] = typer.Option(
+        None, "--strategy", help="Checkpoints to diagnose (repeatable): base, or an ablation strategy whose "
+                                 "models/ablation/<paradigm>/<strategy> exists; default: base and every such strategy."),
+    pairs: Optional[list[str]] = typer.Option(
+        None, "--pairs", help="Pair sets to diagnose them on (repeatable), e.g. multi, single:pesq_wb; default: multi."),
+    train_pairs: int = typer.Option(300, "--train-pairs", min=1,
+                                    help="Train pairs per set to score (a seeded sample); all held-out pairs are."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Does a checkpoint's DPO reward rank pairs it never trained on, beyond what the SFT-only control does?
+
+    Held-out reward accuracy (with clip-resampled CIs), its Spearman correlation with each pairs.metrics margin,
+    for AR also under the sampler's top-k view, and every DPO strategy minus sft_clean on the same held-out pairs.
+    A dev tool: reads pref-pool pair sets and the ablation checkpoints; writes reports/pair_diagnostics/<paradigm>.*"""
+    from gensr.stages.pair_diagnostics import run_pair_diagnostics
+
+    cfg = load(params, set_)
+    out = run_pair_diagnostics(cfg, paradigm, strategy or None, pairs or None, train_pairs)
+    typer.echo(out["markdown"])
+    typer.echo(f"({out['seconds']:.0f} s) -> {Path(cfg.paths.reports) / 'pair_diagnostics' / (paradigm + '.md')}")

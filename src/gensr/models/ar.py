@@ -56,10 +56,14 @@ class ARRestorer(TokenRestorer):
         cond, codes, mask = self.paired_inputs(degraded, target, lengths, codes)
         return {"hidden": self.transformer(self._frame_inputs(cond, codes), mask), "codes": codes, "mask": mask}
 
+    def head_logits(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Logits [B, T, K, V] of every token of `inputs["codes"]` (teacher forced), at temperature 1."""
+        return self._logits(inputs["hidden"], inputs["codes"])
+
     def _head_log_probs(self, inputs: dict[str, Tensor], temperature: float = 1.0) -> Tensor:
         """Per-token log-probs [B, T, K], zero on invalid frames."""
         codes, mask = inputs["codes"], inputs["mask"]
-        return token_log_probs_at(self._logits(inputs["hidden"], codes), codes, temperature) * mask.unsqueeze(-1)
+        return token_log_probs_at(self.head_logits(inputs), codes, temperature) * mask.unsqueeze(-1)
 
     def sft_from_heads(self, inputs: dict[str, Tensor]) -> Tensor:
         return -self._head_log_probs(inputs).sum() / (inputs["mask"].sum() * self.n_codebooks)

@@ -94,6 +94,22 @@ def token_log_probs_at(logits: Tensor, codes: Tensor, temperature: float = 1.0) 
     return log_probs.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
 
 
+def support_log_probs_at(logits: Tensor, support_logits: Tensor, codes: Tensor, temperature: float,
+                         top_k: int) -> tuple[Tensor, Tensor]:
+    """Log-prob of each code among the `top_k` largest of `support_logits`, the tokens a top-k sampler of that model
+    draws from: softmax(logits / temperature) renormalised over that support (what `sample_from_logits` draws with,
+    when `logits` and `support_logits` are the same).
+
+    logits, support_logits [..., V], codes [...] -> (log-probs [...], inside [...]): `inside` is False where the code
+    is not in the support (its log-prob is then 0, so that sums can skip it).
+    """
+    index = support_logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
+    scaled = logits.gather(-1, index)
+    log_probs = torch.log_softmax(scaled if temperature == 1.0 else scaled / temperature, dim=-1)
+    hit = index == codes.unsqueeze(-1)
+    return log_probs.masked_fill(~hit, 0.0).sum(-1), hit.any(-1)
+
+
 def sample_from_logits(logits: Tensor, uniform: Tensor, temperature: float, top_k: int) -> tuple[Tensor, Tensor]:
     """Inverse-CDF sampling with pre-drawn uniforms, so each row's draw depends only on its seed.
 
