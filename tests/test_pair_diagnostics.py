@@ -54,10 +54,16 @@ def test_the_sampler_view_ignores_mass_moved_to_or_from_tokens_it_never_draws():
     assert bool((token_log_probs_at(moved, codes, 0.6) > token_log_probs_at(logits, codes, 0.6) + 1e-3).all())
 
 
-def _ar_pairs(tmp_path, n_pairs=10):
-    """Pairs with sampled tokens and metric columns; the last 4 are held out (two clips)."""
-    pairs = _write_pairs(tmp_path, n_pairs=n_pairs, codebooks=2)
+def _ar_pairs(tmp_path, n_pairs=10, tokens=True):
+    """Pairs with metric columns and (with `tokens`) random sampled tokens of their own for chosen and rejected; the
+    last 4 are held out (two clips)."""
+    pairs = _write_pairs(tmp_path, n_pairs=n_pairs, codebooks=2 if tokens else 0)
     rng = np.random.default_rng(2)
+    if tokens:
+        for kind in ("chosen", "rejected"):
+            for path in pairs[f"{kind}_codes_path"]:
+                shape = np.load(tmp_path / path).shape
+                np.save(tmp_path / path, rng.integers(0, 8, size=shape).astype(np.int32))
     pairs["role"] = ["train"] * (n_pairs - 4) + ["heldout"] * 4
     pairs["deg_id"] = [f"d{i // 2}" for i in range(n_pairs)]  # two pairs per clip
     for m in ("dnsmos_ovrl", "pesq_wb", "estoi", "wer", "speaker_cosine"):
@@ -77,7 +83,7 @@ def test_reward_margins_of_the_reference_itself_and_of_a_copy(tmp_path):
     data = PairTensors(pairs, tmp_path, 16000, 0.2, reference.stft_cfg.hop)
     own = reward_margins(reference, reference, data, 3)
     chosen, rejected = score_pairs(reference, data, 4)
-    assert np.allclose(own["score"], (chosen - rejected).numpy(), atol=1e-4)
+    assert np.allclose(own["score"], (chosen - rejected).numpy(), atol=1e-4) and np.abs(own["score"]).min() > 0
     assert np.isfinite(own["sampler"]).all() and 0 <= own["outside_support"] < 1
     same = reward_margins(copy.deepcopy(reference), reference, data, 3)
     assert not same["score"].any() and not same["sampler"].any()  # an untrained copy: exactly 0
@@ -118,6 +124,7 @@ def test_pair_diagnostics_of_a_tiny_ar_ablation_agree_with_the_dpo_run(tmp_path)
     assert set(rows) == {(s, role) for s in ("base", "multi", "sft_clean") for role in ("heldout", "train")}
     assert rows[("multi", "train")]["n_pairs"] == 5 and rows[("multi", "heldout")]["n_clips"] == 2
     after = summaries["multi"]["heldout_after"]
+    assert rows[("multi", "heldout")]["mean_margin"] != 0 and rows[("sft_clean", "heldout")]["mean_margin"] != 0
     assert rows[("multi", "heldout")]["accuracy"] == pytest.approx(after["rewards/accuracies"], abs=1e-6)
     beta = strategy_settings(params, "ar", "multi").beta
     assert beta * rows[("multi", "heldout")]["mean_margin"] == pytest.approx(after["rewards/margins"], abs=1e-4)
@@ -161,3 +168,26 @@ def test_score_agreement_signs_metrics_so_that_positive_means_the_winner_is_bett
     with pytest.raises(ValueError, match="3 score margins for 4 pairs"):
         score_agreement(pairs, margin[:3], ["pesq_wb"])
     assert np.isnan(score_agreement(pairs, np.full(4, np.nan), ["pesq_wb"])["accuracy"])
+
+
+@pytest.mark.parametrize("paradigm", ["mgm", "fm"])
+def test_reward_margins_of_the_other_paradigms_use_their_preference_score(tmp_path, paradigm):
+    """No head logits: the margins come from `preference_score` (with each pair's seed), and there is no sampler view."""
+    from gensr.align.data import PairTensors, score_pairs
+    from gensr.evaluate.pair_diagnostics import reward_margins
+
+    pairs = _ar_pairs(tmp_path, tokens=paradigm != "fm")
+    reference = tiny_restorer(paradigm)
+    data = PairTensors(pairs, tmp_path, 16000, 0.2, reference.stft_cfg.hop)
+    own = reward_margins(reference, reference, data, 3)
+    chosen, rejected = score_pairs(reference, data, 3)
+    assert own["sampler"] is None and np.array_equal(own["score"], (chosen - rejected).numpy().astype(float))
+    assert own["score"].any()
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():
+        for p in policy.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    moved = reward_margins(policy, reference, data, 3)
+    pc, pr = score_pairs(policy, data, 3)
+    assert np.allclose(moved["score"], ((pc - chosen) - (pr - rejected)).numpy(), atol=1e-4) and moved["score"].any()
