@@ -186,7 +186,8 @@ def test_sft_term_fits_the_chosen_or_the_clean_reference():
 
 
 def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25, codebooks=0):
-    """Pair audio (+ with `codebooks`, per-candidate token files whose entry [f, k] = 100 f + k)."""
+    """Pair audio (+ with `codebooks`, per-candidate token files: chosen [f, k] = (100 f + k) mod 8, rejected shifted
+    by 1 + i mod 7, so that the two sides of a pair score differently)."""
     from gensr.audio.io import write_wav
     from gensr.models.features import n_frames
 
@@ -205,7 +206,8 @@ def _write_pairs(tmp_path, n_pairs=6, sr=16000, seconds=0.25, codebooks=0):
         if codebooks:
             f = n_frames(len(t), STFT["hop"])
             for kind in ("chosen", "rejected"):
-                codes = (100 * np.arange(f)[:, None] + np.arange(codebooks)[None, :]) % 8
+                shift = 0 if kind == "chosen" else 1 + i % 7  # never a multiple of 8: the sides always differ
+                codes = (100 * np.arange(f)[:, None] + np.arange(codebooks)[None, :] + shift) % 8
                 (tmp_path / "codes").mkdir(exist_ok=True)
                 np.save(tmp_path / "codes" / f"{kind}{i}.npy", codes.astype(np.int32))
                 rows[-1][f"{kind}_codes_path"] = f"codes/{kind}{i}.npy"
@@ -446,6 +448,8 @@ def test_heads_only_fit_runs_the_trunk_once_and_trains_as_the_full_path(tmp_path
     assert moved
     for key in once["heldout_after"]:
         assert once["heldout_after"][key] == pytest.approx(every["heldout_after"][key], rel=1e-4, abs=1e-5)
+    if objective == "dpo":  # the pairs' sides differ, so the DPO term did move the held-out margins
+        assert once["heldout_after"]["rewards/margins"] != 0
 
 
 def test_the_trunk_runs_every_step_when_anything_before_the_heads_trains(tmp_path):
