@@ -131,6 +131,7 @@ def test_heads_only_ar_dpo_on_two_ddp_fork_processes_matches_one_process(tmp_pat
         runs[name] = (Restorer.load(tmp_path / name / "restorer.pt"), summary)
     (p1, s1), (p2, s2) = runs["one"], runs["two"]
     assert s1["trunk_once"] and s2["trunk_once"]
+    assert s1["train_final"]["train/rewards/margins"] != 0  # the pairs' sides differ: the DPO term is at work
     for key, value in s1["train_final"].items():
         # a reward is beta x the difference of two summed log-probs of tens of nats: float32 rounding of those sums
         # shows at about 1e-5 absolute (5.7e-6 seen), where the loss itself agrees to LOSS_RTOL
