@@ -4,6 +4,7 @@ held-out diagnostics, and the report of a tiny AR ablation (a DPO run and its SF
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,3 +192,45 @@ def test_reward_margins_of_the_other_paradigms_use_their_preference_score(tmp_pa
     moved = reward_margins(policy, reference, data, 3)
     pc, pr = score_pairs(policy, data, 3)
     assert np.allclose(moved["score"], ((pc - chosen) - (pr - rejected)).numpy(), atol=1e-4) and moved["score"].any()
+
+
+@pytest.mark.slow
+def test_learning_curve_trains_nested_subsets_and_judges_them_on_the_same_held_out_clips(tmp_path):
+    import json
+
+    from gensr.layout import base_checkpoint
+    from gensr.stages.pair_diagnostics import LEARNING_CURVE_RULE, learning_curve
+    from gensr.stages.pairs import pairs_dir
+
+    params = tiny_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
+                          f"paths.reports={tmp_path / 'reports'}", f"paths.mlruns={tmp_path / 'mlruns'}",
+                          "ablation.budget.steps=3", "ablation.budget.batch_size=2", "ablation.budget.lr=0.003",
+                          "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=0",
+                          "dpo.ref_batch_size=4", "evaluate.n_bootstrap=200"])
+    tiny_restorer("ar").save(base_checkpoint(params, "ar"))
+    pdir = pairs_dir(params, "ar", "multi")
+    pdir.mkdir(parents=True)
+    _ar_pairs(pdir, n_pairs=12)  # 6 clips of 2 pairs: 2 held out, a pool of 4
+
+    out = learning_curve(params, "ar", fractions=(1.0, 0.5), heldout_fraction=1 / 3)
+    assert [r["n_clips"] for r in out["rows"]] == [2, 4] and out["n_heldout_clips"] == 2
+    root = tmp_path / "models" / "pair_diagnostics" / "ar" / "learning_curve"
+    tables = {n: pd.read_parquet(root / f"clips_{n}" / "pairs.parquet") for n in (2, 4)}
+    held = set(tables[2][tables[2].role == "heldout"].deg_id)
+    assert held == set(tables[4][tables[4].role == "heldout"].deg_id) and len(held) == 2
+    train = {n: set(t[t.role == "train"].deg_id) for n, t in tables.items()}
+    assert train[2] < train[4] and not (train[4] & held)  # nested, and never a held-out clip
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in tables[4]["chosen_path"])
+    for r in out["rows"]:
+        dpo = json.loads((root / f"clips_{r['n_clips']}" / "dpo" / "summary.json").read_text())
+        assert r["dpo_accuracy"] == pytest.approx(dpo["heldout_after"]["rewards/accuracies"], abs=1e-6)
+        assert r["delta"] == pytest.approx(r["dpo_accuracy"] - r["sft_accuracy"])
+        sft = json.loads((root / f"clips_{r['n_clips']}" / "sft" / "summary.json").read_text())
+        assert sft["objective"] == "sft" and not sft["heldout_after"]  # the control computes no preference score
+    g = out["growth"]
+    assert g["clips"] == [2, 4] and g["mean"] == pytest.approx(out["rows"][1]["delta"] - out["rows"][0]["delta"])
+    assert g["more_clips_help"] == (g["ci"][0] > 0)
+    md = (tmp_path / "reports" / "pair_diagnostics" / "ar_learning_curve.md").read_text()
+    assert LEARNING_CURVE_RULE in md and "| 4 |" in md
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        learning_curve(params, "ar", heldout_fraction=1.0)

@@ -1,5 +1,5 @@
 """`gensr pairs`, `pairs-export`, `dpo`, `evaluate-base`, `evaluate`, `evaluation-table`, `ablation`, `ablation-summary`,
-`pair-diagnostics`."""
+`pair-diagnostics`, `pair-learning-curve`."""
 
 from __future__ import annotations
 
@@ -173,3 +173,32 @@ def pair_diagnostics_command(
     out = run_pair_diagnostics(cfg, paradigm, strategy or None, pairs or None, train_pairs)
     typer.echo(out["markdown"])
     typer.echo(f"({out['seconds']:.0f} s) -> {Path(cfg.paths.reports) / 'pair_diagnostics' / (paradigm + '.md')}")
+
+
+@app.command("pair-learning-curve")
+def pair_learning_curve_command(
+    paradigm: str = ParadigmOption,
+    pairs: str = typer.Option("multi", "--pairs", help="The pair set whose clips are split and subsampled."),
+    fraction: Optional[list[float]] = typer.Option(
+        None, "--fraction", min=0.0, max=1.0,
+        help="Share of the training pool per run (repeatable; nested subsets); default: 0.25, 0.5, 1."),
+    heldout_fraction: float = typer.Option(1 / 3, "--heldout-fraction", min=0.0, max=1.0,
+                                           help="Share of the set's clips held out for every run."),
+    params: Path = ParamsOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Does the DPO term's held-out ranking grow with the number of clips it trains on?
+
+    DPO and its SFT-only control (the ablation's budget) on nested subsets of a pair set's clips, all judged on the
+    same held-out clips; the verdict rule is fixed in the code (LEARNING_CURVE_RULE). A dev tool on pref-pool pairs;
+    writes models/ and reports/pair_diagnostics/<paradigm>_learning_curve.*"""
+    from gensr.stages.pair_diagnostics import learning_curve
+
+    cfg = load(params, set_)
+    try:
+        out = learning_curve(cfg, paradigm, pairs, tuple(fraction or (0.25, 0.5, 1.0)), heldout_fraction)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(out["markdown"])
+    typer.echo(f"({out['seconds']:.0f} s)")
