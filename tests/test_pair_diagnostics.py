@@ -195,14 +195,15 @@ def test_reward_margins_of_the_other_paradigms_use_their_preference_score(tmp_pa
 
 
 @pytest.mark.slow
-def test_learning_curve_trains_nested_subsets_and_judges_them_on_the_same_held_out_clips(tmp_path):
+def test_learning_curve_trains_nested_subsets_and_judges_them_on_the_same_held_out_clips(tmp_path, monkeypatch):
     import json
 
     from gensr.layout import base_checkpoint
     from gensr.stages.pair_diagnostics import LEARNING_CURVE_RULE, learning_curve
     from gensr.stages.pairs import pairs_dir
 
-    params = tiny_params([f"paths.data={tmp_path / 'data'}", f"paths.models={tmp_path / 'models'}",
+    monkeypatch.chdir(tmp_path)  # paths.data relative, as in params.yaml: the derived tables must still find the audio
+    params = tiny_params(["paths.data=data", f"paths.models={tmp_path / 'models'}",
                           f"paths.reports={tmp_path / 'reports'}", f"paths.mlruns={tmp_path / 'mlruns'}",
                           "ablation.budget.steps=3", "ablation.budget.batch_size=2", "ablation.budget.lr=0.003",
                           "dpo.segment_seconds=0.2", "dpo.val_every_steps=2", "dpo.audio_examples=0",

@@ -219,7 +219,7 @@ def learning_curve(params: Params, paradigm: str, pair_set: str = "multi", fract
                                          f"run `gensr pairs --paradigm {paradigm}` with '{pair_set}' in pairs.strategies"))
     base = require_path(base_checkpoint(params, paradigm), "base checkpoint", f"run `gensr train-base --paradigm {paradigm}`")
     for column in [c for c in pairs if c.endswith("_path")]:  # the derived tables live elsewhere: absolute paths
-        pairs[column] = [None if v is None or pd.isna(v) else str(pdir / v) for v in pairs[column]]
+        pairs[column] = [None if v is None or pd.isna(v) else str((pdir / v).resolve()) for v in pairs[column]]
     clips = np.array(sorted(pairs["deg_id"].unique()))
     order = clips[np.random.default_rng(params.seed).permutation(len(clips))]
     n_held = int(round(len(clips) * heldout_fraction))
