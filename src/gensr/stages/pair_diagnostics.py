@@ -12,6 +12,10 @@ The SFT-only controls never see a pair, so their margins show what the SFT term 
 each DPO strategy minus `sft_clean` on the same held-out pairs (paired by pair, clips resampled) is the margin the DPO
 term adds. A dev tool, not a DVC stage: it reads pair sets of the pref pool and the ablation checkpoints, never a test
 or confirm clip. Writes <paths.reports>/pair_diagnostics/<paradigm>.{json,md}.
+
+`gensr pair-learning-curve` (`learning_curve`) asks whether that increment grows with the number of clips DPO trains
+on: DPO and its SFT-only control on nested subsets of one pair set's clips, judged on the same held-out clips, with
+the verdict rule `LEARNING_CURVE_RULE` fixed before its first run.
 """
 
 from __future__ import annotations
