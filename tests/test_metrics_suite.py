@@ -327,3 +327,29 @@ def test_file_digest_sees_a_file_replaced_at_once_with_other_bytes_of_the_same_s
         digests.append(file_digest(path))
         assert digests[-1] == hashlib.sha256(content).hexdigest()
     assert len(set(digests)) == 3
+
+
+def test_a_manifest_whose_references_all_point_nowhere_is_refused(tmp_path):
+    """A copied reports folder keeps manifests whose relative reference paths now lead nowhere: scoring refuses,
+    naming the manifest, instead of writing NaN for every intrusive metric. One missing reference stays that
+    clip's NaN."""
+    from gensr.metrics.suite import manifest_rows, score_manifest
+
+    sr = 16000
+    audio = 0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)
+    (tmp_path / "moved" / "wav").mkdir(parents=True)
+    for i in range(2):
+        sf.write(tmp_path / "moved" / "wav" / f"c{i}.wav", audio, sr)
+    sf.write(tmp_path / "clean.wav", audio, sr)
+    manifest = tmp_path / "moved" / "manifest.parquet"
+    pd.DataFrame({"deg_id": ["c0", "c1"], "path": ["wav/c0.wav", "wav/c1.wav"],
+                  "clean_path": ["../../data/clean/c0.wav", "../../data/clean/c1.wav"]}).to_parquet(manifest)
+    with pytest.raises(FileNotFoundError, match=r"manifest.parquet: none of the 2 reference files of column 'clean_path'"):
+        score_manifest(load(["metrics.names=[si_sdr]", "metrics.workers=1"]), manifest, tmp_path / "s.parquet",
+                       progress=False)
+    pd.DataFrame({"deg_id": ["c0", "c1"], "path": ["wav/c0.wav", "wav/c1.wav"],
+                  "clean_path": ["../clean.wav", "../../data/clean/c1.wav"]}).to_parquet(manifest)
+    assert len(manifest_rows(manifest)) == 2
+    scores = score_manifest(load(["metrics.names=[si_sdr]", "metrics.workers=1"]), manifest, tmp_path / "s.parquet",
+                            progress=False).set_index("clip_id")
+    assert np.isfinite(scores.loc["c0", "value"]) and np.isnan(scores.loc["c1", "value"])

@@ -288,6 +288,14 @@ def manifest_rows(manifest) -> list[dict]:
     duplicated = sorted(k for k, n in counts.items() if n > 1)
     if duplicated:
         raise ValueError(f"clip ids must be unique; duplicated: {duplicated[:5]}")
+    named = [r["ref_path"] for r in rows if r["ref_path"]]
+    if named and not any(Path(p).is_file() for p in named):
+        # one missing reference is that clip's NaN (with its reason); all of them is a broken manifest, e.g. a
+        # reports folder copied elsewhere, whose relative paths now point nowhere: refuse instead of scoring NaN
+        raise FileNotFoundError(
+            f"{manifest if base is not None else 'rows'}: none of the {len(named)} reference files of column "
+            f"'{ref_column}' exists (first: {named[0]}); a manifest's paths are relative to its own folder, so it "
+            f"cannot be moved without the files it names")
     return sorted(rows, key=lambda r: r["clip_id"])
 
 
