@@ -144,7 +144,7 @@ def test_pair_diagnostics_of_a_tiny_ar_ablation_agree_with_the_dpo_run(tmp_path)
 
 
 def test_clustered_mean_resamples_whole_clips():
-    from gensr.stages.pair_diagnostics import clustered_mean
+    from gensr.evaluate.bootstrap import clustered_mean
 
     # one clip with 9 hits, nine clips with one miss each: the pair share is 0.5, but the CI must reflect
     # that a resample of clips either has the big clip (repeatedly) or not

@@ -1,4 +1,5 @@
-"""The one paired bootstrap of the project: per-clip differences -> mean, percentile CI, p-value.
+"""The one paired bootstrap of the project: per-clip differences -> mean, percentile CI, p-value (and
+`clustered_mean`, the same resampling over clusters of rows, e.g. the preference pairs of one clip).
 
 Clips are resampled with replacement, the same resamples for every column, so the CIs of several
 metrics (or dimensions) of one comparison are joint draws. A NaN difference (a metric that could
@@ -62,6 +63,20 @@ def bootstrap_columns(diff: np.ndarray, idx: np.ndarray, confidence: float) -> B
     if one:
         res = BootstrapResult(*(np.asarray(v)[0] for v in (res.mean, res.ci_low, res.ci_high, res.p_value, res.n)))
     return res
+
+
+def clustered_mean(values: np.ndarray, clusters: np.ndarray, n_bootstrap: int, confidence: float,
+                   seed: int) -> tuple[float, float, float]:
+    """Mean of `values` over rows, with a percentile CI from resampling whole clusters with replacement (e.g. the
+    preference pairs of one clip, which share its candidates): each resample's mean is its rows' sum over its row
+    count, so a clip weighs by its number of rows as in the plain mean."""
+    values = np.asarray(values, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
+    idx = resample_indices(len(counts), n_bootstrap, seed)
+    boot = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(values.mean()), float(lo), float(hi)
 
 
 def paired_bootstrap(diff: np.ndarray, n_bootstrap: int, confidence: float, seed: int) -> BootstrapResult:

@@ -110,10 +110,8 @@ def reward_margins(policy, reference, data: PairTensors, batch_size: int) -> dic
             ref_in = reference.head_inputs(data.degraded[sl], getattr(data, kind)[sl], None, codes)
             pol_in = ref_in if shared else policy.head_inputs(data.degraded[sl], getattr(data, kind)[sl], None, codes)
             ref_logits = reference.head_logits(ref_in)
-            pol_logits = ref_logits if own else policy.head_logits(pol_in)
             mask = ref_in["mask"].unsqueeze(-1).expand(ref_in["codes"].shape)
-            pol_lp, inside = support_log_probs_at(pol_logits, ref_logits, ref_in["codes"], temperature, top_k)
-            ref_lp, _ = support_log_probs_at(ref_logits, ref_logits, ref_in["codes"], temperature, top_k)
+            ref_lp, inside = support_log_probs_at(ref_logits, ref_logits, ref_in["codes"], temperature, top_k)
             keep = inside & mask
             outside += int((mask & ~inside).sum())
             valid += int(mask.sum())
@@ -122,6 +120,8 @@ def reward_margins(policy, reference, data: PairTensors, batch_size: int) -> dic
                 totals[kind]["score"].append(pol_score)
                 totals[kind]["sampler"].append((ref_lp * keep).sum(dim=(1, 2)))
             else:
+                pol_lp, _ = support_log_probs_at(policy.head_logits(pol_in), ref_logits, ref_in["codes"], temperature,
+                                                 top_k)
                 totals[kind]["score"].append(pol_score - reference.preference_from_heads(ref_in))
                 totals[kind]["sampler"].append(((pol_lp - ref_lp) * keep).sum(dim=(1, 2)))
     policy.train(was[0])

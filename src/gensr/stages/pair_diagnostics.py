@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gensr.config import Params
+from gensr.evaluate.bootstrap import clustered_mean
 from gensr.storage import require_path, write_json
 
 BASE = "base"
@@ -46,20 +47,6 @@ def checkpoint_path(params: Params, paradigm: str, strategy: str) -> Path:
 def default_strategies(params: Params, paradigm: str) -> list[str]:
     """`base` and every strategy of ablation.strategies whose checkpoint exists."""
     return [BASE] + [s for s in params.ablation.strategies if checkpoint_path(params, paradigm, s).is_file()]
-
-
-def clustered_mean(values: np.ndarray, clusters: np.ndarray, n_bootstrap: int, confidence: float,
-                   seed: int) -> tuple[float, float, float]:
-    """Mean of `values` over pairs, with a percentile CI from resampling whole clusters (clips) with replacement."""
-    from gensr.evaluate.bootstrap import resample_indices
-
-    values = np.asarray(values, dtype=float)
-    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-    sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
-    idx = resample_indices(len(counts), n_bootstrap, seed)
-    boot = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    lo, hi = np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(values.mean()), float(lo), float(hi)
 
 
 def _pair_frames(params: Params, paradigm: str, pair_set: str, train_pairs: int) -> dict[str, pd.DataFrame]:
@@ -100,6 +87,10 @@ def run_pair_diagnostics(params: Params, paradigm: str, strategies: list[str] | 
                                                               f"run `gensr train-base --paradigm {paradigm}`"))
     if settings.score_temperature == "sampling" and hasattr(reference, "score_temperature"):
         reference.score_temperature = float(reference.sampling["temperature"])
+    policies = {s: reference if s == BASE else load_restorer(paths[s]) for s in strategies}
+    for policy in policies.values():
+        if hasattr(policy, "score_temperature"):
+            policy.score_temperature = reference.score_temperature
     rows, hits, heldout_clips = [], {}, {}
     for pair_set in pair_sets:
         frames = _pair_frames(params, paradigm, pair_set, train_pairs)
@@ -110,10 +101,7 @@ def run_pair_diagnostics(params: Params, paradigm: str, strategies: list[str] | 
                                                                    settings.sample_rate)
         data = {role: PairTensors(f, pdir, settings.sample_rate, segment, reference.stft_cfg.hop)
                 for role, f in frames.items()}
-        for strategy in strategies:
-            policy = reference if strategy == BASE else load_restorer(paths[strategy])
-            if policy is not reference and hasattr(policy, "score_temperature"):
-                policy.score_temperature = reference.score_temperature
+        for strategy, policy in policies.items():
             for role, d in data.items():
                 margins = reward_margins(policy, reference, d, settings.ref_batch_size)
                 clips = frames[role]["deg_id"].to_numpy()
@@ -231,6 +219,11 @@ def learning_curve(params: Params, paradigm: str, pair_set: str = "multi", fract
         raise ValueError(f"{pdir}: {len(clips)} clips cannot be split with heldout_fraction {heldout_fraction}")
     held, pool = order[:n_held], order[n_held:]
     heldout = pairs[pairs["deg_id"].isin(held)].assign(role="heldout").sort_values("pair_id").reset_index(drop=True)
+    held_clips = heldout["deg_id"].to_numpy()
+
+    def ci(values) -> tuple[float, float, float]:  # mean and CI over the held-out pairs, clips resampled
+        return clustered_mean(values, held_clips, params.evaluate.n_bootstrap, params.evaluate.confidence, params.seed)
+
     root = Path(params.paths.models) / "pair_diagnostics" / paradigm / "learning_curve"
     dpo_settings, sft_settings = (strategy_settings(params, paradigm, s) for s in ("multi", CONTROL))
     reference = load_restorer(base)
@@ -256,19 +249,15 @@ def learning_curve(params: Params, paradigm: str, pair_set: str = "multi", fract
             policy.score_temperature = reference.score_temperature
             hit = reward_margins(policy, reference, held_data, settings.ref_batch_size)["score"] > 0
             hits[(n, name)] = hit
-            acc, lo, hi = clustered_mean(hit, heldout["deg_id"].to_numpy(), params.evaluate.n_bootstrap,
-                                         params.evaluate.confidence, params.seed)
+            acc, lo, hi = ci(hit)
             row |= {f"{name}_accuracy": acc, f"{name}_ci": [lo, hi], f"{name}_train_seconds": summary["seconds"]}
-        delta = hits[(n, "dpo")].astype(float) - hits[(n, "sft")].astype(float)
-        mean, lo, hi = clustered_mean(delta, heldout["deg_id"].to_numpy(), params.evaluate.n_bootstrap,
-                                      params.evaluate.confidence, params.seed)
+        mean, lo, hi = ci(hits[(n, "dpo")].astype(float) - hits[(n, "sft")])
         row |= {"delta": mean, "delta_ci": [lo, hi]}
         rows.append(row)
     small, large = rows[0]["n_clips"], rows[-1]["n_clips"]
     change = ((hits[(large, "dpo")].astype(float) - hits[(large, "sft")]) -
               (hits[(small, "dpo")].astype(float) - hits[(small, "sft")]))
-    growth = clustered_mean(change, heldout["deg_id"].to_numpy(), params.evaluate.n_bootstrap,
-                            params.evaluate.confidence, params.seed) if large != small else (float("nan"),) * 3
+    growth = ci(change) if large != small else (float("nan"),) * 3
     out = {"paradigm": paradigm, "pair_set": pair_set, "heldout_fraction": heldout_fraction,
            "n_heldout_clips": int(n_held), "n_heldout_pairs": len(heldout), "n_pool_clips": int(len(pool)),
            "budget": {"steps": dpo_settings.steps, "batch_size": dpo_settings.batch_size, "lr": dpo_settings.lr,
