@@ -34,6 +34,7 @@ TINY_VF = [
      for run, steps in (("train", 3), ("finetune", 10)) for phase in ("analysis", "vocoder")]
 # The tiny random MGM makes junk: the end-to-end run lets every label through (the gate has its own test).
 OPEN_GATE = [("pseudo_labels.gate={silence_dbfs: -300.0, max_level_drop_db: 300.0, max_length_diff_s: 0.01, "
+             "min_pitch_agreement: null, pitch_tolerance_cents: 100.0, "
              "min_dnsmos_sig: 1.0, min_dnsmos_bak: 1.0, min_dnsmos_ovrl: 1.0}"), "pseudo_labels.min_kept=1"]
 
 
@@ -146,8 +147,8 @@ def test_the_gate_drops_labels_made_bad_on_purpose_with_their_reason(project, tm
         path = tmp_path / f"{name}.wav"
         sf.write(path, wave, SR, subtype="FLOAT")
         items.append({"clip_id": name, "label": path, "input": source})
-    gate = LabelGate(silence_dbfs=-60.0, max_level_drop_db=20.0, max_length_diff_s=0.01, min_dnsmos_sig=1.8,
-                     min_dnsmos_bak=1.8, min_dnsmos_ovrl=1.4)
+    gate = LabelGate(silence_dbfs=-60.0, max_level_drop_db=20.0, max_length_diff_s=0.01, min_pitch_agreement=None,
+                     pitch_tolerance_cents=100.0, min_dnsmos_sig=1.8, min_dnsmos_bak=1.8, min_dnsmos_ovrl=1.4)
     out = {r["clip_id"]: r for r in gate_labels(items, gate, params.metrics, tmp_path / "scores.parquet", SR,
                                                 progress=False)}
     print({k: (v["reason"], round(v["dnsmos_bak"], 2)) for k, v in out.items()})
@@ -158,6 +159,44 @@ def test_the_gate_drops_labels_made_bad_on_purpose_with_their_reason(project, tm
     assert out["short"]["reason_code"] == "length" and "max_length_diff_s" in out["short"]["reason"]
     assert out["quiet"]["reason_code"] == "too_quiet"
     assert all(np.isnan(out[k]["dnsmos_ovrl"]) for k in ("silence", "nan", "short", "quiet"))  # not scored
+    assert all(np.isnan(r["pitch_agreement"]) for r in out.values())  # the pitch check is off in this gate
+
+
+def test_the_pitch_check_drops_labels_that_lost_the_melody(project):
+    """Brown noise (which DNSMOS scores as high as singing) and the same singing an octave up are dropped as
+    off_pitch; the clean singing of the input is kept; an input without a voiced frame cannot judge a label."""
+    import pyworld as pw
+
+    from gensr.config import load_params
+    from gensr.config.pseudo import LabelGate
+    from gensr.pseudo.gate import pitch_agreement, signal_check
+
+    _params, _, base = project
+    singing = base / "data" / "singing"
+    clean = read_wav(singing / pq.read_table(singing / "references.parquet").to_pylist()[0]["clean_path"])[0]
+    rng = np.random.default_rng(1)
+    noisy_input = (clean + rng.normal(0, 0.1 * np.sqrt(np.mean(clean**2)), clean.size)).astype(np.float32)  # 20 dB SNR
+    x = clean.astype(np.float64)
+    f0, sp, ap = pw.wav2world(x, SR)
+    octave_up = pw.synthesize(f0 * 2, sp, ap, SR)[: clean.size]
+    octave_up = np.pad(octave_up, (0, clean.size - octave_up.size)).astype(np.float32)
+    brown = np.cumsum(rng.normal(size=clean.size))
+    brown -= np.linspace(brown[0], brown[-1], clean.size)
+    brown = (brown / np.abs(brown).max() * 10 ** (-6 / 20)).astype(np.float32)
+    gate = load_params(ROOT / "params.yaml").pseudo_labels.gate  # the default gate (the project's is opened)
+    assert gate.min_pitch_agreement is not None
+
+    assert pitch_agreement(clean, clean, SR, 100.0) == 1.0
+    reason, stats = signal_check(clean, noisy_input, SR, gate)
+    assert reason is None and stats["pitch_agreement"] >= 0.8, stats
+    for label in (brown, octave_up):
+        reason, stats = signal_check(label, noisy_input, SR, gate)
+        assert reason is not None and reason.startswith("off_pitch:"), (reason, stats)
+        assert "pseudo_labels.gate.min_pitch_agreement" in reason and stats["pitch_agreement"] < 0.1
+    reason, stats = signal_check(brown, np.zeros_like(clean), SR, gate)
+    assert np.isnan(stats["pitch_agreement"]) and reason is None
+    off = LabelGate(**{**gate.model_dump(), "min_pitch_agreement": None})
+    assert signal_check(brown, noisy_input, SR, off)[0] is None  # null turns the check off
 
 
 def test_label_tables_say_kept_or_dropped_and_why_for_every_clip(project, labelled):

@@ -4,7 +4,7 @@ evaluation (block `singing_eval`).
 A generative restorer (by default the DPO-aligned MGM; the paper's annotator AnyEnhance is an MGM) restores
 every clip of the singing `finetune` table; the base restorer of the same paradigm does the same as the
 control. Each label passes a quality gate built from non-intrusive measures only (there is no reference):
-silence, non-finite samples, length, and DNSMOS SIG/BAK/OVRL thresholds.
+silence, non-finite samples, length, level, pitch agreement with its own input, and DNSMOS SIG/BAK/OVRL thresholds.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ class LabelGate(Block):
     max_level_drop_db: float = Field(gt=0, description="A label whose RMS lies more than this many dB below its "
                                      "input's RMS lost the singing (it is dropped as 'too_quiet').")
     max_length_diff_s: float = Field(ge=0, description="Largest |label - input| length difference (seconds).")
+    min_pitch_agreement: float | None = Field(ge=0, le=1, description="Lowest share of the input's voiced frames "
+                                              "at which the label is voiced within pitch_tolerance_cents of the "
+                                              "input's F0 (WORLD, 10 ms frames); below it the label lost the melody "
+                                              "('off_pitch': noise scores 0). Skipped when the input has no voiced "
+                                              "frame; null turns the check off.")
+    pitch_tolerance_cents: float = Field(gt=0, description="How far (cents) the label's F0 may lie from the input's "
+                                         "on a frame that counts as agreeing.")
     min_dnsmos_sig: float = Field(ge=1, le=5, description="Lowest DNSMOS SIG (clean singing here: 2.3-3.4; "
                                   "white noise ~1.1-1.3).")
     min_dnsmos_bak: float = Field(ge=1, le=5, description="Lowest DNSMOS BAK (clean singing 2.3-4.0; noise ~1.1-1.5).")

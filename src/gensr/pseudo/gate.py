@@ -3,7 +3,8 @@
 Singing has no reference, so only what can be measured on the label itself (and its own input) counts:
 1. signal checks, in this order (the first that fails is the reason; DNSMOS is not computed then):
    unreadable, non_finite (NaN/Inf samples), length (label vs input), silent (peak), too_quiet (RMS far below
-   the input's: the singing was lost);
+   the input's: the singing was lost), off_pitch (the label does not follow its input's F0 track: the melody was
+   lost, e.g. a label that is brown noise, which DNSMOS scores as high as singing);
 2. DNSMOS SIG / BAK / OVRL from the project's metric suite against the thresholds of `pseudo_labels.gate`:
    a NaN score drops the label (`metric_nan`), and every threshold it misses is listed in the reason.
 A reason reads `<code>: <detail naming the param>`; `reason_code` is the code of the first failed check.
@@ -27,6 +28,7 @@ LABEL_SCHEMA = pa.schema([
     ("deg_id", pa.string()), ("utt_id", pa.string()), ("split", pa.string()), ("speaker", pa.string()),
     ("source", pa.string()), ("paradigm", pa.string()), ("checkpoint_sha256", pa.string()), ("seed", pa.int64()),
     ("path", pa.string()), ("duration_s", pa.float64()), ("peak_dbfs", pa.float64()), ("level_drop_db", pa.float64()),
+    ("pitch_agreement", pa.float64()),
     ("dnsmos_sig", pa.float64()), ("dnsmos_bak", pa.float64()), ("dnsmos_ovrl", pa.float64()),
     ("kept", pa.bool_()), ("reason_code", pa.string()), ("reason", pa.string()),
 ])
@@ -40,10 +42,32 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
+PITCH_FRAME_MS = 10.0
+
+
+def pitch_agreement(label: np.ndarray, source: np.ndarray, sample_rate: int, tolerance_cents: float) -> float:
+    """Share of the input's voiced frames at which the label is voiced with an F0 within `tolerance_cents` of the
+    input's (WORLD dio + stonemask, PITCH_FRAME_MS frames); NaN when the input has no voiced frame."""
+    from gensr.singing.synth import f0_track
+
+    f0_in, _ = f0_track(source, sample_rate, PITCH_FRAME_MS)
+    f0_label, _ = f0_track(label, sample_rate, PITCH_FRAME_MS)
+    n = min(f0_in.size, f0_label.size)
+    f0_in, f0_label = f0_in[:n], f0_label[:n]
+    voiced = f0_in > 0
+    if not voiced.any():
+        return math.nan
+    both = voiced & (f0_label > 0)
+    cents = np.full(n, np.inf)
+    cents[both] = np.abs(1200.0 * np.log2(f0_label[both] / f0_in[both]))
+    return float(np.count_nonzero(cents <= tolerance_cents) / np.count_nonzero(voiced))
+
+
 def signal_check(label: np.ndarray | None, source: np.ndarray, sample_rate: int, gate: LabelGate,
                  unreadable: str | None = None) -> tuple[str | None, dict]:
-    """(reason or None, stats) for one label against its own input; stats: peak_dbfs, level_drop_db."""
-    stats = {"peak_dbfs": math.nan, "level_drop_db": math.nan}
+    """(reason or None, stats) for one label against its own input; stats: peak_dbfs, level_drop_db,
+    pitch_agreement (NaN when not measured)."""
+    stats = {"peak_dbfs": math.nan, "level_drop_db": math.nan, "pitch_agreement": math.nan}
     if label is None:
         return f"unreadable: {unreadable or 'no label audio'}", stats
     finite = np.isfinite(label)
@@ -61,6 +85,12 @@ def signal_check(label: np.ndarray | None, source: np.ndarray, sample_rate: int,
     if stats["level_drop_db"] > gate.max_level_drop_db:
         return (f"too_quiet: RMS {stats['level_drop_db']:.1f} dB below the input's "
                 f"(> pseudo_labels.gate.max_level_drop_db={gate.max_level_drop_db})"), stats
+    if gate.min_pitch_agreement is not None:
+        stats["pitch_agreement"] = agreement = pitch_agreement(label, source, sample_rate, gate.pitch_tolerance_cents)
+        if agreement < gate.min_pitch_agreement:  # False for NaN: an input without a voiced frame cannot judge
+            return (f"off_pitch: voiced within {gate.pitch_tolerance_cents:g} cents of the input's F0 on "
+                    f"{agreement:.2f} of its voiced frames "
+                    f"(< pseudo_labels.gate.min_pitch_agreement={gate.min_pitch_agreement})"), stats
     return None, stats
 
 
@@ -101,7 +131,7 @@ def read_label(path: Path) -> tuple[np.ndarray | None, int | None, str | None]:
 def gate_labels(items: list[dict], gate: LabelGate, metrics, scores_out: Path, sample_rate: int, *,
                 progress: bool = True) -> list[dict]:
     """Gate every item {clip_id, label: path, input: path}; returns per item, in order: clip_id, peak_dbfs,
-    level_drop_db, dnsmos_sig/bak/ovrl (NaN when not scored), kept, reason_code, reason.
+    level_drop_db, pitch_agreement, dnsmos_sig/bak/ovrl (NaN when not scored), kept, reason_code, reason.
 
     `metrics` is the project's MetricsParams: the labels that pass the signal checks are scored with its
     DNSMOS settings (names replaced by GATE_METRICS) into the long table `scores_out`."""

@@ -96,14 +96,23 @@ def pitch_contour(note_frames: np.ndarray, midis, melody: MelodyParams) -> np.nd
     return contour + melody.vibrato_semitones * np.sin(2 * np.pi * melody.vibrato_hz * t)
 
 
+def f0_track(audio: np.ndarray, sample_rate: int, frame_ms: float = FRAME_MS) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD F0 (dio refined by stonemask) in Hz per `frame_ms` frame, 0 where unvoiced, and the frame times (s),
+    searched between F0_FLOOR and F0_CEIL (the singers' range)."""
+    import pyworld as pw
+
+    x = np.asarray(audio, dtype=np.float64)
+    f0, times = pw.dio(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_ms)
+    return pw.stonemask(x, f0, times, sample_rate), times
+
+
 def sing(speech: np.ndarray, sample_rate: int, sylls: list[Syllable], midis, durations,
          melody: MelodyParams) -> tuple[np.ndarray, list[Note]]:
     """Float32 singing of `speech` (one note per syllable) and the notes it holds (seconds from 0)."""
     import pyworld as pw
 
     x = np.asarray(speech, dtype=np.float64)
-    f0, times = pw.dio(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
-    f0 = pw.stonemask(x, f0, times, sample_rate)
+    f0, times = f0_track(x, sample_rate)
     sp = pw.cheaptrick(x, f0, times, sample_rate, f0_floor=F0_FLOOR)
     ap = pw.d4c(x, f0, times, sample_rate)
 

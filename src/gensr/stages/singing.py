@@ -199,8 +199,8 @@ def build_pseudo_labels(params: Params, sources: tuple[str, ...] = LABEL_SOURCES
                 "deg_id": row["deg_id"], "utt_id": row["utt_id"], "split": row["split"], "speaker": row["speaker"],
                 "source": source, "paradigm": cfg.paradigm, "checkpoint_sha256": checkpoints[source]["sha256"],
                 "seed": rec["seed"], "path": rec["path"], "duration_s": rec["n_samples"] / sr,
-                **{k: g[k] for k in ("peak_dbfs", "level_drop_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl",
-                                     "kept", "reason_code", "reason")}})
+                **{k: g[k] for k in ("peak_dbfs", "level_drop_db", "pitch_agreement", "dnsmos_sig", "dnsmos_bak",
+                                     "dnsmos_ovrl", "kept", "reason_code", "reason")}})
         write_parquet(pa.Table.from_pylist(out_rows, schema=LABEL_SCHEMA), labels_dir(params, source) / "labels.parquet")
         kept = [r for r in out_rows if r["kept"]]
         s = {"source": source, "checkpoint": checkpoints[source]["path"],
