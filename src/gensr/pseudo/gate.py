@@ -45,12 +45,14 @@ def _rms(x: np.ndarray) -> float:
 PITCH_FRAME_MS = 10.0
 
 
-def pitch_agreement(label: np.ndarray, source: np.ndarray, sample_rate: int, tolerance_cents: float) -> float:
+def pitch_agreement(label: np.ndarray, source: np.ndarray, sample_rate: int, tolerance_cents: float,
+                    source_f0: np.ndarray | None = None) -> float:
     """Share of the input's voiced frames at which the label is voiced with an F0 within `tolerance_cents` of the
-    input's (WORLD dio + stonemask, PITCH_FRAME_MS frames); NaN when the input has no voiced frame."""
+    input's (WORLD dio + stonemask, PITCH_FRAME_MS frames); NaN when the input has no voiced frame. `source_f0`: the
+    input's track if already computed (`f0_track(source, sample_rate, PITCH_FRAME_MS)[0]`)."""
     from gensr.singing.synth import f0_track
 
-    f0_in, _ = f0_track(source, sample_rate, PITCH_FRAME_MS)
+    f0_in = f0_track(source, sample_rate, PITCH_FRAME_MS)[0] if source_f0 is None else source_f0
     f0_label, _ = f0_track(label, sample_rate, PITCH_FRAME_MS)
     n = min(f0_in.size, f0_label.size)
     f0_in, f0_label = f0_in[:n], f0_label[:n]
@@ -64,9 +66,9 @@ def pitch_agreement(label: np.ndarray, source: np.ndarray, sample_rate: int, tol
 
 
 def signal_check(label: np.ndarray | None, source: np.ndarray, sample_rate: int, gate: LabelGate,
-                 unreadable: str | None = None) -> tuple[str | None, dict]:
+                 unreadable: str | None = None, source_f0: np.ndarray | None = None) -> tuple[str | None, dict]:
     """(reason or None, stats) for one label against its own input; stats: peak_dbfs, level_drop_db,
-    pitch_agreement (NaN when not measured)."""
+    pitch_agreement (NaN when not measured). `source_f0`: see `pitch_agreement`."""
     stats = {"peak_dbfs": math.nan, "level_drop_db": math.nan, "pitch_agreement": math.nan}
     if label is None:
         return f"unreadable: {unreadable or 'no label audio'}", stats
@@ -86,7 +88,8 @@ def signal_check(label: np.ndarray | None, source: np.ndarray, sample_rate: int,
         return (f"too_quiet: RMS {stats['level_drop_db']:.1f} dB below the input's "
                 f"(> pseudo_labels.gate.max_level_drop_db={gate.max_level_drop_db})"), stats
     if gate.min_pitch_agreement is not None:
-        stats["pitch_agreement"] = agreement = pitch_agreement(label, source, sample_rate, gate.pitch_tolerance_cents)
+        stats["pitch_agreement"] = agreement = pitch_agreement(label, source, sample_rate, gate.pitch_tolerance_cents,
+                                                               source_f0)
         if agreement < gate.min_pitch_agreement:  # False for NaN: an input without a voiced frame cannot judge
             return (f"off_pitch: voiced within {gate.pitch_tolerance_cents:g} cents of the input's F0 on "
                     f"{agreement:.2f} of its voiced frames "
@@ -138,13 +141,19 @@ def gate_labels(items: list[dict], gate: LabelGate, metrics, scores_out: Path, s
     from gensr.audio.io import read_wav
     from gensr.metrics.suite import score_manifest
 
+    from gensr.singing.synth import f0_track
+
     out, to_score = [], []
+    source_f0s: dict[str, np.ndarray] = {}  # an input's F0 track, computed once for all of its labels (aligned, base)
     for item in items:
         label, sr, why = read_label(item["label"])
         if label is not None and sr != sample_rate:
             label, why = None, f"{sr} Hz, expected audio.sample_rate={sample_rate}"
         source, _ = read_wav(item["input"])
-        reason, stats = signal_check(label, source, sample_rate, gate, why)
+        key = str(item["input"])
+        if gate.min_pitch_agreement is not None and key not in source_f0s:
+            source_f0s[key] = f0_track(source, sample_rate, PITCH_FRAME_MS)[0]
+        reason, stats = signal_check(label, source, sample_rate, gate, why, source_f0s.get(key))
         row = {"clip_id": item["clip_id"], **stats, **{m: math.nan for m in GATE_METRICS},
                "kept": False, "reason": reason}
         out.append(row)
